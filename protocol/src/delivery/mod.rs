@@ -1,0 +1,1 @@
+//! The client's delivery state machine (being written).

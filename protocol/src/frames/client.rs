@@ -1,0 +1,170 @@
+//! Frames between a game client and its edge relay.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Capabilities, Validate, check_len, check_ranges};
+use crate::error::{DecodeError, ErrorCode};
+use crate::ids::{DeviceId, IdRange, MessageId, SenderKey, SessionId, UserId};
+use crate::limits::{
+    DETAIL_BYTES_MAX, DISPLAY_NAME_BYTES_MAX, LANES_MAX, TEXT_BYTES_MAX_CEILING, TOKEN_BYTES_MAX,
+};
+
+/// A frame a client sends to its edge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// First frame on the control stream: who I am.
+    Hello(Hello),
+    /// A message to send (on a lane).
+    Send(SendMessage),
+    /// Acknowledges delivered messages by id (on the control stream).
+    Ack(Ack),
+}
+
+/// The client's opening frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`super::PROTOCOL_VERSION`] of the client.
+    pub version: u16,
+    /// A JWT minted by the game's backend: `sub` is the user id, `name` the display name.
+    pub token: String,
+    /// The device's stable id, kept by the client library.
+    pub device: DeviceId,
+    /// Optional features the client understands.
+    pub capabilities: Capabilities,
+}
+
+/// A message from the client. The sender is never named here: the edge stamps the
+/// verified identity from the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessage {
+    /// The recipient.
+    pub to: UserId,
+    /// The sender-side identity; re-sends after a reconnect carry the same key.
+    pub key: SenderKey,
+    /// The text, valid UTF-8 (the decoder checks), at most the configured limit.
+    pub text: String,
+}
+
+/// Acknowledges messages the client has shown to the game (or dropped as duplicates).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Sorted inclusive ranges of acknowledged ids.
+    pub ranges: Vec<IdRange>,
+}
+
+/// A frame the edge sends to a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// Answer to `Hello`: the session is open.
+    Welcome(Welcome),
+    /// A message for this client (on a lane).
+    Deliver(Message),
+    /// A sent message is safe: on the core's disk or in the recipient's hands.
+    Accepted(Accepted),
+    /// A sent message was refused; it will not be delivered.
+    Rejected(Rejected),
+    /// Everything stored for this device when it connected has been sent.
+    Synced,
+}
+
+/// The edge's answer to a good `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The verified user id (the token's `sub`).
+    pub user: UserId,
+    /// The verified display name (the token's `name`, or the user id).
+    pub name: String,
+    /// This connection's session at the edge.
+    pub session: SessionId,
+    /// Limits the edge enforces, so the client can check before sending.
+    pub limits: Limits,
+    /// Optional features the edge understands.
+    pub capabilities: Capabilities,
+}
+
+/// Limits an edge announces to its clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest text accepted, in bytes.
+    pub text_bytes_max: u32,
+    /// Sustained messages per second allowed per user.
+    pub send_per_second: u32,
+    /// Burst of messages allowed above the sustained rate.
+    pub send_burst: u32,
+    /// Number of lanes the client should use for sending.
+    pub lanes: u8,
+}
+
+/// A delivered message, as the recipient sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The core's id for the message; acknowledge it with this.
+    pub id: MessageId,
+    /// The verified sender.
+    pub from: UserId,
+    /// The sender's display name at the time of sending.
+    pub from_name: String,
+    /// The recipient.
+    pub to: UserId,
+    /// The sender-side identity, used by the recipient to show each message once.
+    pub key: SenderKey,
+    /// When the edge received it, in milliseconds since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// The text.
+    pub text: String,
+}
+
+/// A sent message is safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Which message (the sender's key).
+    pub key: SenderKey,
+    /// The id the core gave it.
+    pub id: MessageId,
+}
+
+/// A sent message was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// Which message (the sender's key).
+    pub key: SenderKey,
+    /// Why.
+    pub code: ErrorCode,
+    /// A human-readable detail, at most [`DETAIL_BYTES_MAX`] bytes.
+    pub detail: String,
+}
+
+impl Validate for ClientFrame {
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            ClientFrame::Hello(h) => check_len(&h.token, TOKEN_BYTES_MAX, "token too long"),
+            ClientFrame::Send(s) => check_len(&s.text, TEXT_BYTES_MAX_CEILING, "text too long"),
+            ClientFrame::Ack(a) => check_ranges(&a.ranges),
+        }
+    }
+}
+
+impl Validate for ServerFrame {
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            ServerFrame::Welcome(w) => {
+                check_len(&w.name, DISPLAY_NAME_BYTES_MAX, "display name too long")?;
+                if w.limits.lanes == 0 || w.limits.lanes > LANES_MAX {
+                    return Err(DecodeError::Invalid("lane count out of range"));
+                }
+                Ok(())
+            }
+            ServerFrame::Deliver(m) => m.validate(),
+            ServerFrame::Accepted(_) | ServerFrame::Synced => Ok(()),
+            ServerFrame::Rejected(r) => check_len(&r.detail, DETAIL_BYTES_MAX, "detail too long"),
+        }
+    }
+}
+
+impl Message {
+    /// Checks the message's fields against the protocol ceilings.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        check_len(&self.from_name, DISPLAY_NAME_BYTES_MAX, "display name too long")?;
+        check_len(&self.text, TEXT_BYTES_MAX_CEILING, "text too long")
+    }
+}

@@ -1,0 +1,59 @@
+//! Every frame on the wire, in two families: client↔edge ([`client`]) and edge↔core
+//! ([`link`]).
+//!
+//! Where frames travel:
+//! - The **control stream** (bidirectional, opened by the dialing side) carries the
+//!   handshake (`Hello`/`Welcome`, `EdgeHello`/`CoreWelcome`), acknowledgements, session
+//!   attach/detach and per-request answers.
+//! - **Lanes** (unidirectional streams, [`crate::lanes`]) carry message traffic; a
+//!   conversation always uses the same lane, so its order holds while a loss on one lane
+//!   does not stall the others. Each lane starts with the one byte
+//!   [`STREAM_KIND_LANE`].
+
+pub mod client;
+pub mod link;
+
+use crate::error::DecodeError;
+
+/// The first byte of every unidirectional stream that is a message lane.
+pub const STREAM_KIND_LANE: u8 = 1;
+
+/// The protocol version spoken by this crate; the major version is also in the ALPN.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// ALPN for client↔edge connections.
+pub const ALPN_CLIENT: &[u8] = b"quichat/1";
+/// ALPN for edge↔core connections.
+pub const ALPN_CORE: &[u8] = b"quichat-core/1";
+
+/// Capability bits a peer announces in its hello, so newer frame kinds are only sent to
+/// peers that understand them. No optional capabilities exist in version 1.
+pub type Capabilities = u64;
+
+/// A frame family that can check its own fields after decoding: lengths and orderings
+/// serde cannot express. The codec calls it on every decoded frame, so a frame that comes
+/// out of the decoder is valid.
+pub trait Validate {
+    /// Checks every field against the protocol's limits.
+    fn validate(&self) -> Result<(), DecodeError>;
+}
+
+/// Checks a string field's length in bytes.
+pub(crate) fn check_len(s: &str, max: usize, what: &'static str) -> Result<(), DecodeError> {
+    if s.len() > max {
+        Err(DecodeError::Invalid(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a list of ack ranges: bounded in number, each well-ordered.
+pub(crate) fn check_ranges(ranges: &[crate::ids::IdRange]) -> Result<(), DecodeError> {
+    if ranges.len() > crate::limits::ACK_RANGES_MAX {
+        return Err(DecodeError::Invalid("too many ack ranges"));
+    }
+    if ranges.iter().any(|r| r.first > r.last) {
+        return Err(DecodeError::Invalid("ack range with first > last"));
+    }
+    Ok(())
+}

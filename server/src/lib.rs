@@ -1,0 +1,3 @@
+//! The quichat core (being written).
+
+pub mod store;

@@ -1,0 +1,1 @@
+//! In-memory model store (being written).
