@@ -1,1 +1,57 @@
-//! QUIC plumbing (being written).
+//! QUIC and TLS plumbing shared by quichat's core, edge relay and client.
+//!
+//! The wire format lives in `protocol` (sans-IO); this crate is the thin async layer that
+//! puts it on quinn streams. It holds no chat logic.
+//!
+//! # Layout
+//!
+//! - [`tls`]: rustls/quinn configurations: TLS 1.3 only, the `ring` provider, server
+//!   certificates for clients, mutual TLS between edges and cores.
+//! - [`profile`]: [`TransportProfile`], the quinn transport settings for each kind of
+//!   link (stream limits and windows cost memory up front, so they are chosen per link).
+//! - [`pki`]: [`DevPki`], the self-signed CA and certificates `quichat dev` and tests use.
+//! - [`framed`]: [`FramedRecv`] (bytes → frames) and [`spawn_writer`] (frames → bytes,
+//!   batched adaptively: whatever is queued when the stream is free goes in one write).
+//! - [`lanes`]: [`LaneSenders`], a set of unidirectional message lanes.
+//! - [`close`]/[`close_code`]: application close codes from and to [`ErrorCode`].
+
+pub mod framed;
+pub mod lanes;
+pub mod pki;
+pub mod profile;
+pub mod tls;
+
+pub use framed::{FrameSender, FramedRecv, StreamError, TrySendError, spawn_writer, write_frame};
+pub use lanes::LaneSenders;
+pub use pki::DevPki;
+pub use profile::TransportProfile;
+
+use protocol::ErrorCode;
+
+/// Closes `conn` with `code` as the application error code and `reason` as its text
+/// (truncated to 512 bytes, on a character boundary).
+pub fn close(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
+    let mut end = reason.len().min(512);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    conn.close(
+        quinn::VarInt::from_u32(u32::from(code.to_u16())),
+        &reason.as_bytes()[..end],
+    );
+}
+
+/// The application error code and reason a connection was closed with by the peer (or
+/// locally), if it was an application close.
+pub fn close_code(err: &quinn::ConnectionError) -> Option<(ErrorCode, String)> {
+    match err {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            let code = u16::try_from(close.error_code.into_inner()).unwrap_or(u16::MAX);
+            Some((
+                ErrorCode::from(code),
+                String::from_utf8_lossy(&close.reason).into_owned(),
+            ))
+        }
+        _ => None,
+    }
+}

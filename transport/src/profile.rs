@@ -1,0 +1,69 @@
+//! Transport settings per kind of link.
+//!
+//! Every stream a peer may open costs memory up front (flow-control windows), so the limits
+//! are set to what quichat actually uses: one control stream and at most
+//! [`protocol::limits::LANES_MAX`] lanes each way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::limits::LANES_MAX;
+
+/// quinn transport settings for one kind of link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportProfile {
+    /// How often to send a keep-alive when idle (so NATs keep the mapping and a dead peer
+    /// is noticed).
+    pub keep_alive: Duration,
+    /// A connection silent for this long is dead.
+    pub idle_timeout: Duration,
+    /// Unidirectional streams the peer may have open at once (its lanes).
+    pub uni_streams: u32,
+    /// Bidirectional streams the peer may have open at once (the control stream).
+    pub bidi_streams: u32,
+    /// Receive window per stream, bytes.
+    pub stream_window: u32,
+    /// Receive window for the whole connection, bytes.
+    pub conn_window: u32,
+}
+
+impl TransportProfile {
+    /// Client ↔ edge: many connections per edge, modest windows.
+    pub fn client_link() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(20),
+            uni_streams: u32::from(LANES_MAX),
+            bidi_streams: 1,
+            stream_window: 256 * 1024,
+            conn_window: 1024 * 1024,
+        }
+    }
+
+    /// Edge ↔ core: few connections carrying many users' traffic, large windows.
+    pub fn core_link() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            uni_streams: u32::from(LANES_MAX),
+            bidi_streams: 1,
+            stream_window: 4 * 1024 * 1024,
+            conn_window: 32 * 1024 * 1024,
+        }
+    }
+
+    /// The quinn configuration for this profile.
+    pub fn to_quinn(&self) -> Arc<quinn::TransportConfig> {
+        let mut t = quinn::TransportConfig::default();
+        t.keep_alive_interval(Some(self.keep_alive));
+        // Durations this short always fit an idle timeout; fall back to quinn's default
+        // rather than panic if someone configures an absurd value.
+        t.max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok());
+        t.max_concurrent_uni_streams(self.uni_streams.into());
+        t.max_concurrent_bidi_streams(self.bidi_streams.into());
+        t.stream_receive_window(self.stream_window.into());
+        t.receive_window(self.conn_window.into());
+        t.send_window(u64::from(self.conn_window));
+        Arc::new(t)
+    }
+}
