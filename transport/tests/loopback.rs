@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Real QUIC on loopback with the dev PKI: the plumbing every component stands on.
 
 use std::net::SocketAddr;
