@@ -36,7 +36,10 @@ pub fn encode<T: Serialize>(frame: &T, out: &mut BytesMut) -> Result<(), EncodeE
     let len = out.len() - start - HOLE;
     if len > FRAME_BYTES_MAX {
         out.truncate(start);
-        return Err(EncodeError::TooLarge { len, max: FRAME_BYTES_MAX });
+        return Err(EncodeError::TooLarge {
+            len,
+            max: FRAME_BYTES_MAX,
+        });
     }
     let mut prefix = [0u8; HOLE];
     let prefix_len = write_varint(len as u32, &mut prefix);
@@ -166,7 +169,10 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     /// A decoder refusing frames longer than `max` bytes (capped at [`FRAME_BYTES_MAX`]).
     pub fn new(max: usize) -> Self {
-        Self { buf: BytesMut::new(), max: max.min(FRAME_BYTES_MAX) }
+        Self {
+            buf: BytesMut::new(),
+            max: max.min(FRAME_BYTES_MAX),
+        }
     }
 
     /// Appends received bytes.
@@ -220,13 +226,18 @@ mod tests {
         decoder.extend(&prefix[..n]);
         assert_eq!(
             decoder.next_frame::<ClientFrame>(),
-            Err(DecodeError::TooLarge { len: 1001, max: 1000 })
+            Err(DecodeError::TooLarge {
+                len: 1001,
+                max: 1000
+            })
         );
     }
 
     #[test]
     fn frames_split_across_reads_decode_whole() {
-        let frame = ClientFrame::Ack(Ack { ranges: vec![IdRange::single(MessageId(7))] });
+        let frame = ClientFrame::Ack(Ack {
+            ranges: vec![IdRange::single(MessageId(7))],
+        });
         let bytes = encode_to_vec(&frame).unwrap();
         let mut twice = bytes.clone();
         twice.extend_from_slice(&bytes);

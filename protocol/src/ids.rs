@@ -110,7 +110,10 @@ pub struct IdRange {
 impl IdRange {
     /// A range holding exactly one id.
     pub fn single(id: MessageId) -> Self {
-        Self { first: id, last: id }
+        Self {
+            first: id,
+            last: id,
+        }
     }
 
     /// Whether `id` lies in the range.

@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn both_directions_share_a_conversation_and_lane() {
         let (a, b) = (user("alice"), user("bob"));
-        assert_eq!(ConversationId::direct(&a, &b), ConversationId::direct(&b, &a));
+        assert_eq!(
+            ConversationId::direct(&a, &b),
+            ConversationId::direct(&b, &a)
+        );
         for lanes in 1..=64 {
             let lane = ConversationId::direct(&a, &b).lane(lanes);
             assert!(lane < lanes);
@@ -86,6 +89,9 @@ mod tests {
     fn the_hash_is_stable_across_versions() {
         // Both ends of a link must agree, whatever version each runs: pin the value
         // (FNV-1a of "a\0b", checked independently).
-        assert_eq!(ConversationId::direct(&user("a"), &user("b")).0, 16_560_467_112_517_592_754);
+        assert_eq!(
+            ConversationId::direct(&user("a"), &user("b")).0,
+            16_560_467_112_517_592_754
+        );
     }
 }

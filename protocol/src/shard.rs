@@ -17,7 +17,9 @@ pub struct ShardMap {
 impl ShardMap {
     /// A map with one shard, `ShardId(0)`: the single-core deployment.
     pub fn single() -> Self {
-        Self { shards: vec![ShardId(0)] }
+        Self {
+            shards: vec![ShardId(0)],
+        }
     }
 
     /// A map over the given shards. Returns `None` if the list is empty.

@@ -164,7 +164,11 @@ impl Validate for ServerFrame {
 impl Message {
     /// Checks the message's fields against the protocol ceilings.
     pub fn validate(&self) -> Result<(), DecodeError> {
-        check_len(&self.from_name, DISPLAY_NAME_BYTES_MAX, "display name too long")?;
+        check_len(
+            &self.from_name,
+            DISPLAY_NAME_BYTES_MAX,
+            "display name too long",
+        )?;
         check_len(&self.text, TEXT_BYTES_MAX_CEILING, "text too long")
     }
 }

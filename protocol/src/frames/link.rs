@@ -141,10 +141,16 @@ pub struct CoreWelcome {
 impl Validate for EdgeFrame {
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
-            EdgeFrame::EdgeHello(h) => check_len(&h.edge, EDGE_NAME_BYTES_MAX, "edge name too long"),
+            EdgeFrame::EdgeHello(h) => {
+                check_len(&h.edge, EDGE_NAME_BYTES_MAX, "edge name too long")
+            }
             EdgeFrame::Attach(_) | EdgeFrame::Detach { .. } => Ok(()),
             EdgeFrame::Submit(s) => {
-                check_len(&s.from_name, DISPLAY_NAME_BYTES_MAX, "display name too long")?;
+                check_len(
+                    &s.from_name,
+                    DISPLAY_NAME_BYTES_MAX,
+                    "display name too long",
+                )?;
                 check_len(&s.text, TEXT_BYTES_MAX_CEILING, "text too long")
             }
             EdgeFrame::Ack { ranges, .. } => check_ranges(ranges),
