@@ -1,0 +1,161 @@
+//! [`Link`]: one connection to the edge, from dial to ready — QUIC handshake, control
+//! stream, `Hello`/`Welcome`, our lanes opened, the edge's lanes read.
+//!
+//! Reading happens in small tasks (one for the control stream, one per edge lane) that
+//! push frames into two bounded queues the driver drains: one for the control stream and
+//! one for all lanes. The driver stops draining the lane queue while the game is behind
+//! on events; the lane tasks then block, stop reading, and QUIC flow control pushes back
+//! to the edge. The control queue is always drained, so answers to sends (`Accepted`)
+//! keep flowing even then.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::frames::client::{ClientFrame, Hello, Welcome};
+use protocol::frames::{PROTOCOL_VERSION, STREAM_KIND_LANE};
+use protocol::{DeviceId, ServerFrame};
+use tokio::sync::mpsc;
+use transport::{FrameSender, FramedRecv, LaneSenders, StreamError};
+
+use crate::error::ConnectError;
+
+/// Frames each of our lanes may queue before the driver waits for the stream.
+const LANE_QUEUE: usize = 64;
+/// Frames the control stream may queue before the driver waits for the stream.
+const CONTROL_QUEUE: usize = 64;
+/// Frames read from the edge's lanes, waiting for the driver. When full, lane readers
+/// stop reading (backpressure to the edge).
+const LANE_INBOUND_QUEUE: usize = 256;
+/// Frames read from the control stream, waiting for the driver (always drained).
+const CONTROL_INBOUND_QUEUE: usize = 64;
+/// Stream priorities: the control stream (acknowledgements) goes before messages.
+const CONTROL_PRIORITY: i32 = 10;
+const LANE_PRIORITY: i32 = 0;
+
+/// What a connection attempt needs; shared by every attempt of one client.
+#[derive(Debug)]
+pub(crate) struct DialParams {
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) quic: quinn::ClientConfig,
+    pub(crate) edge: SocketAddr,
+    pub(crate) server_name: String,
+    pub(crate) device: DeviceId,
+    pub(crate) connect_timeout: Duration,
+}
+
+/// A ready connection.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) conn: quinn::Connection,
+    pub(crate) welcome: Welcome,
+    pub(crate) control: FrameSender<ClientFrame>,
+    pub(crate) lanes: LaneSenders<ClientFrame>,
+    pub(crate) control_rx: mpsc::Receiver<ServerFrame>,
+    pub(crate) lane_rx: mpsc::Receiver<ServerFrame>,
+}
+
+impl Link {
+    /// Dials the edge and completes the handshake within the connect timeout.
+    pub(crate) async fn dial(params: Arc<DialParams>, token: String) -> Result<Link, ConnectError> {
+        match tokio::time::timeout(params.connect_timeout, Self::dial_inner(&params, token)).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
+    async fn dial_inner(params: &DialParams, token: String) -> Result<Link, ConnectError> {
+        let connecting = params.endpoint.connect_with(params.quic.clone(), params.edge, &params.server_name)?;
+        let conn = connecting.await.map_err(ConnectError::from_connection)?;
+        match Self::handshake(&conn, params.device, token).await {
+            Ok(link) => Ok(link),
+            Err(e) => {
+                // The edge's close code explains a failed handshake better than the
+                // stream error it caused.
+                let err = match conn.close_reason() {
+                    Some(reason) => ConnectError::from_connection(reason),
+                    None => e,
+                };
+                if err.code() == Some(protocol::ErrorCode::ProtocolViolation) {
+                    transport::close(&conn, protocol::ErrorCode::ProtocolViolation, &err.to_string());
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn handshake(conn: &quinn::Connection, device: DeviceId, token: String) -> Result<Link, ConnectError> {
+        let (mut send, recv) = conn.open_bi().await.map_err(ConnectError::from_connection)?;
+        let _ = send.set_priority(CONTROL_PRIORITY);
+        let hello = ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, token, device, capabilities: 0 });
+        transport::write_frame(&mut send, &hello).await.map_err(stream_error)?;
+        let mut control_recv = FramedRecv::new(recv);
+        let welcome = match control_recv.next::<ServerFrame>().await.map_err(stream_error)? {
+            Some(ServerFrame::Welcome(welcome)) => welcome,
+            Some(other) => return Err(ConnectError::Protocol(format!("expected Welcome, got {other:?}"))),
+            None => return Err(ConnectError::Protocol("control stream ended before Welcome".into())),
+        };
+        let lanes = LaneSenders::open(conn, welcome.limits.lanes, LANE_QUEUE, LANE_PRIORITY)
+            .await
+            .map_err(ConnectError::from_connection)?;
+        let control = transport::spawn_writer(send, None, CONTROL_QUEUE);
+
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_INBOUND_QUEUE);
+        tokio::spawn(read_stream(conn.clone(), control_recv, control_tx));
+        let (lane_tx, lane_rx) = mpsc::channel(LANE_INBOUND_QUEUE);
+        tokio::spawn(accept_lanes(conn.clone(), lane_tx));
+        Ok(Link { conn: conn.clone(), welcome, control, lanes, control_rx, lane_rx })
+    }
+}
+
+/// Maps a stream error during the handshake; a lost connection is refined by the caller
+/// from the close reason.
+fn stream_error(e: StreamError) -> ConnectError {
+    if e.is_protocol_violation() {
+        ConnectError::Protocol(e.to_string())
+    } else {
+        ConnectError::Stream(e.to_string())
+    }
+}
+
+/// Accepts every lane the edge opens (at most `LANES_MAX` at once: the transport
+/// profile's stream limit) and reads each in its own task.
+async fn accept_lanes(conn: quinn::Connection, tx: mpsc::Sender<ServerFrame>) {
+    while let Ok(recv) = conn.accept_uni().await {
+        let conn = conn.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut framed = FramedRecv::new(recv);
+            match framed.expect_kind(STREAM_KIND_LANE).await {
+                Ok(()) => read_stream(conn, framed, tx).await,
+                Err(e) => fail(&conn, &e),
+            }
+        });
+    }
+}
+
+/// Forwards frames from one stream to the driver until the stream ends, the connection
+/// fails, or the driver is gone. A malformed frame closes the connection.
+async fn read_stream(conn: quinn::Connection, mut framed: FramedRecv, tx: mpsc::Sender<ServerFrame>) {
+    loop {
+        match framed.next::<ServerFrame>().await {
+            Ok(Some(frame)) => {
+                // Waits while the driver is behind: this is the backpressure point.
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => return fail(&conn, &e),
+        }
+    }
+}
+
+fn fail(conn: &quinn::Connection, e: &StreamError) {
+    if e.is_protocol_violation() {
+        tracing::warn!(error = %e, "edge broke the protocol; closing");
+        transport::close(conn, e.code(), &e.to_string());
+    } else {
+        tracing::debug!(error = %e, "stream ended");
+    }
+}

@@ -1,0 +1,254 @@
+//! One client connection, from the QUIC handshake to `Detach`.
+//!
+//! [`serve`] runs the handshake ([`crate::handshake`]), registers the session, then runs
+//! three kinds of tasks until the connection ends:
+//! - the control reader: `Ack`s go to the core link; anything else is a violation;
+//! - the lane readers: each `Send` is checked (rate, size), stamped with the verified
+//!   sender, and put into the session's in-flight map;
+//! - the pump ([`crate::pump`]), which writes the in-flight map to the core.
+//!
+//! A protocol violation on any stream closes this client alone, with the code from
+//! [`transport::StreamError::code`] and a reason naming the stream and the problem.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use protocol::frames::STREAM_KIND_LANE;
+use protocol::frames::client::{ClientFrame, Rejected, SendMessage, ServerFrame};
+use protocol::frames::link::{Attach, Submit};
+use protocol::ErrorCode;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::task::JoinSet;
+use transport::{FramedRecv, LaneSenders, StreamError, spawn_writer};
+
+use crate::error::SessionEnd;
+use crate::handshake::{self, Welcomed};
+use crate::inflight::InFlight;
+use crate::limits::{CLIENT_CONTROL_QUEUE_FRAMES, CONTROL_PRIORITY, LANE_PRIORITY, Refusal};
+use crate::pump;
+use crate::session::Session;
+use crate::shared::Shared;
+use crate::stats::Counters;
+use crate::upstream::LinkCommand;
+
+/// Serves one incoming connection. `_permit` is its place under the connection limit,
+/// released when this returns.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    _permit: OwnedSemaphorePermit,
+) {
+    let remote = incoming.remote_address();
+    let Some(welcomed) = handshake::run(&shared, incoming).await else {
+        Counters::bump(&shared.counters.refused);
+        return;
+    };
+    let Welcomed { conn, identity, device, session: id, control_send, control_recv } = welcomed;
+
+    let lanes = match LaneSenders::open(
+        &conn,
+        shared.settings.lanes,
+        shared.settings.client_queue_frames,
+        LANE_PRIORITY,
+    )
+    .await
+    {
+        Ok(lanes) => lanes,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "client left while lanes opened");
+            return;
+        }
+    };
+    // Fails only if the stream is already gone; the writer then reports it.
+    let _ = control_send.set_priority(CONTROL_PRIORITY);
+    let control = spawn_writer(control_send, None, CLIENT_CONTROL_QUEUE_FRAMES);
+    let session = Arc::new(Session {
+        id,
+        home_link: shared.link_index(&identity.user),
+        user: identity.user,
+        name: identity.name,
+        device,
+        conn: conn.clone(),
+        control,
+        lanes,
+        inflight: InFlight::new(shared.settings.inflight_per_session),
+        wake: Notify::new(),
+        closed_slow: AtomicBool::new(false),
+    });
+    shared.registry.insert(session.clone());
+    Counters::bump(&shared.counters.clients_total);
+    shared.counters.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(%remote, session = id.0, user = %session.user, "client welcomed");
+    let home = shared.links[session.home_link].clone();
+    home.command(LinkCommand::Attach(Attach {
+        session: id,
+        user: session.user.clone(),
+        device,
+    }))
+    .await;
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(read_control(shared.clone(), session.clone(), control_recv));
+    tasks.spawn(accept_lanes(shared.clone(), session.clone()));
+    let pump_session = session.clone();
+    let links = shared.links.clone();
+    tasks.spawn(async move {
+        pump::run(pump_session, links).await;
+        Ok(())
+    });
+    tokio::select! {
+        _ = conn.closed() => {}
+        Some(result) = tasks.join_next() => {
+            let end = match result {
+                Ok(Err(end)) => end,
+                Ok(Ok(())) => SessionEnd::new(ErrorCode::NoError, "client finished its control stream"),
+                Err(e) => SessionEnd::new(ErrorCode::Internal, format!("session task failed: {e}")),
+            };
+            tracing::debug!(session = id.0, code = %end.code, reason = %end.reason, "closing client");
+            end.close(&conn);
+        }
+    }
+    tasks.shutdown().await;
+    shared.registry.remove(id);
+    home.command(LinkCommand::Detach(id)).await;
+    shared.counters.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Reads the client's control stream after `Hello`: acknowledgements only.
+async fn read_control(
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    mut recv: FramedRecv,
+) -> Result<(), SessionEnd> {
+    let home = &shared.links[session.home_link];
+    loop {
+        match recv.next::<ClientFrame>().await {
+            Ok(Some(ClientFrame::Ack(ack))) => {
+                if !ack.ranges.is_empty() {
+                    home.command(LinkCommand::Ack { session: session.id, ranges: ack.ranges }).await;
+                }
+            }
+            Ok(Some(ClientFrame::Hello(_))) => {
+                return Err(SessionEnd::new(ErrorCode::HelloExpected, "Hello sent twice"));
+            }
+            Ok(Some(ClientFrame::Send(_))) => {
+                return Err(SessionEnd::new(
+                    ErrorCode::ProtocolViolation,
+                    "Send belongs on a lane, not on the control stream",
+                ));
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => return stream_failed("control stream", e),
+        }
+    }
+}
+
+/// Accepts the client's lanes (at most the announced number) and runs a reader on each.
+async fn accept_lanes(shared: Arc<Shared>, session: Arc<Session>) -> Result<(), SessionEnd> {
+    let mut readers = JoinSet::new();
+    let mut opened = 0u32;
+    loop {
+        tokio::select! {
+            recv = session.conn.accept_uni() => {
+                let Ok(recv) = recv else { return Ok(()) };
+                if opened >= u32::from(shared.settings.lanes) {
+                    return Err(SessionEnd::new(
+                        ErrorCode::ProtocolViolation,
+                        format!("opened more than the {} lanes announced", shared.settings.lanes),
+                    ));
+                }
+                readers.spawn(read_lane(shared.clone(), session.clone(), recv, opened));
+                opened += 1;
+            }
+            Some(result) = readers.join_next() => {
+                if let Ok(Err(end)) = result {
+                    return Err(end);
+                }
+            }
+        }
+    }
+}
+
+/// Reads one of the client's lanes: `Send` frames only.
+async fn read_lane(
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    recv: quinn::RecvStream,
+    index: u32,
+) -> Result<(), SessionEnd> {
+    let mut recv = FramedRecv::new(recv);
+    let name = format!("lane {index}");
+    if let Err(e) = recv.expect_kind(STREAM_KIND_LANE).await {
+        return stream_failed(&name, e);
+    }
+    loop {
+        match recv.next::<ClientFrame>().await {
+            Ok(Some(ClientFrame::Send(message))) => accept_send(&shared, &session, message).await,
+            Ok(Some(ClientFrame::Hello(_))) => {
+                return Err(SessionEnd::new(
+                    ErrorCode::HelloExpected,
+                    format!("Hello sent again, on {name}"),
+                ));
+            }
+            Ok(Some(ClientFrame::Ack(_))) => {
+                return Err(SessionEnd::new(
+                    ErrorCode::ProtocolViolation,
+                    format!("Ack belongs on the control stream, not on {name}"),
+                ));
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => return stream_failed(&name, e),
+        }
+    }
+}
+
+/// A stream error from the client: a violation closes the client with its code and a
+/// reason; a lost connection or reset stream simply ends the reader.
+fn stream_failed(stream: &str, e: StreamError) -> Result<(), SessionEnd> {
+    if e.is_protocol_violation() {
+        Err(SessionEnd::new(e.code(), format!("{stream}: {e}")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks one `Send`, stamps it, and queues it for the core; or answers `Rejected`.
+async fn accept_send(shared: &Shared, session: &Session, message: SendMessage) {
+    let checked = shared
+        .limiter
+        .check(&session.user)
+        .and_then(|()| crate::limits::check_text(&message.text, shared.settings.text_bytes_max));
+    if let Err(Refusal { code, detail }) = checked {
+        Counters::bump(&shared.counters.rejected);
+        // Waits for room: a client that does not read its answers slows its own sending.
+        // An error means the client is going away; nothing to answer then.
+        let _ = session.control.send(ServerFrame::Rejected(Rejected { key: message.key, code, detail })).await;
+        return;
+    }
+    // The sender is always the verified token identity, never anything the client said.
+    let submit = Submit {
+        session: session.id,
+        from: session.user.clone(),
+        from_name: session.name.clone(),
+        to: message.to,
+        key: message.key,
+        sent_at_ms: now_ms(),
+        text: message.text,
+    };
+    // Back-pressure: while the in-flight map is full this lane (and, as they reach this
+    // point, the client's other lanes) stops being read until the core answers.
+    let Some(slot) = session.inflight.reserve().await else { return };
+    let link = shared.link_index(&submit.to);
+    session.inflight.insert(link, submit, slot);
+    Counters::bump(&shared.counters.messages_in);
+    session.wake.notify_one();
+}
+
+/// The edge's clock, in milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,94 @@
+//! [`Outbox`]: messages sent but not yet answered by the core, in counter order, with a
+//! cursor saying which of them the current connection has transmitted.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::ids::UserId;
+
+/// One message waiting for `Accepted` or `Rejected`.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The recipient.
+    pub(crate) to: UserId,
+    /// The text, kept for re-sends.
+    pub(crate) text: String,
+    /// When the library gives up waiting, if a send timeout is configured.
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// The outbox, keyed by counter (the epoch is the machine's own, so the counter alone
+/// names an entry).
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    entries: BTreeMap<u64, Entry>,
+    /// Entries with a counter below this were transmitted on the current connection.
+    /// Reset to 0 on every connect, so a new connection re-sends every entry, oldest
+    /// first, and — since newer messages get higher counters — before anything newer.
+    transmit_from: u64,
+}
+
+impl Outbox {
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds a message. Counters must increase; the caller assigns them.
+    pub(crate) fn push(&mut self, counter: u64, entry: Entry) {
+        debug_assert!(
+            self.entries
+                .last_key_value()
+                .is_none_or(|(&last, _)| last < counter)
+        );
+        self.entries.insert(counter, entry);
+    }
+
+    pub(crate) fn remove(&mut self, counter: u64) -> Option<Entry> {
+        self.entries.remove(&counter)
+    }
+
+    /// Marks every entry as not yet transmitted on the (new) connection.
+    pub(crate) fn rewind(&mut self) {
+        self.transmit_from = 0;
+    }
+
+    /// The next entry to transmit on this connection, oldest first; advances the cursor.
+    pub(crate) fn next_to_transmit(&mut self) -> Option<(u64, &Entry)> {
+        let (&counter, entry) = self.entries.range(self.transmit_from..).next()?;
+        self.transmit_from = counter.saturating_add(1);
+        Some((counter, entry))
+    }
+
+    /// The earliest deadline. Entries are added in counter order with `now` never going
+    /// back and one fixed timeout, so the oldest entry has the earliest deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.entries.first_key_value().and_then(|(_, e)| e.deadline)
+    }
+
+    /// Removes and returns the entries whose deadline is at or before `now`, oldest first.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<u64> {
+        let mut expired = Vec::new();
+        while let Some(entry) = self.entries.first_entry() {
+            match entry.get().deadline {
+                Some(deadline) if deadline <= now => expired.push(entry.remove_entry().0),
+                _ => break,
+            }
+        }
+        expired
+    }
+
+    /// Removes and returns the entries whose text is longer than `max` bytes (the edge's
+    /// limit, learnt after they were queued), oldest first.
+    pub(crate) fn remove_longer_than(&mut self, max: usize) -> Vec<(u64, usize)> {
+        let too_long: Vec<(u64, usize)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.text.len() > max)
+            .map(|(&c, e)| (c, e.text.len()))
+            .collect();
+        for (counter, _) in &too_long {
+            self.entries.remove(counter);
+        }
+        too_long
+    }
+}

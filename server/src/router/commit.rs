@@ -1,0 +1,227 @@
+//! Group commit, double-buffered.
+//!
+//! At most one batch is committing (owned by the writer thread) and one is accumulating
+//! (owned here). When the writer reports a commit, the accumulating batch, if not empty,
+//! is handed over at once. Under load batches grow while the disk is busy; at low load a
+//! message is committed on its own immediately. A message sits in the accumulating batch
+//! only by id: its record is built at hand-over, so acknowledgements that arrive before
+//! then travel inside the record, and a message acknowledged by every device is simply
+//! removed.
+//!
+//! A failed commit is merged back into the accumulating batch (it comes first, so the
+//! order of appends and acks is kept) and retried after a back-off.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use protocol::{DeviceId, MessageId, UserId};
+
+use super::messages::Stage;
+use super::{Now, Router};
+use crate::stats::Counters;
+use crate::store::{AckOp, CommitOutcome, StoreError, StoredMessage, WriteBatch};
+
+/// The accumulating batch, and whether another is committing.
+#[derive(Debug, Default)]
+pub(crate) struct Pipeline {
+    /// Sequence number the accumulating batch will carry (starts at 1).
+    seq: u64,
+    /// The last committed batch's sequence number (0: none yet).
+    committed_seq: u64,
+    /// The committing batch's sequence number.
+    committing: Option<u64>,
+    /// Message ids in the accumulating batch.
+    ids: BTreeSet<MessageId>,
+    /// Devices seen, latest time per device.
+    devices_seen: HashMap<(UserId, DeviceId), u64>,
+    /// Acknowledgements, in arrival order.
+    acks: Vec<AckOp>,
+    /// The id reservation to record.
+    reserve: Option<u64>,
+    /// The expiry pass to run.
+    expire_before_ms: Option<u64>,
+    /// Consecutive failed commits.
+    failures: u32,
+    /// No hand-over before this (after a failure).
+    retry_at: Option<Instant>,
+}
+
+impl Pipeline {
+    /// The sequence number of the batch now accumulating.
+    pub(crate) fn accumulating_seq(&self) -> u64 {
+        self.seq.max(1)
+    }
+
+    /// The sequence number of the last committed batch.
+    pub(crate) fn committed_seq(&self) -> u64 {
+        self.committed_seq
+    }
+
+    pub(crate) fn is_committing(&self) -> bool {
+        self.committing.is_some()
+    }
+
+    pub(crate) fn accumulating_is_empty(&self) -> bool {
+        self.ids.is_empty()
+            && self.devices_seen.is_empty()
+            && self.acks.is_empty()
+            && self.reserve.is_none()
+            && self.expire_before_ms.is_none()
+    }
+
+    pub(crate) fn request_reservation(&mut self, through: Option<u64>) {
+        if let Some(through) = through {
+            self.reserve = Some(self.reserve.map_or(through, |r| r.max(through)));
+        }
+    }
+
+    pub(crate) fn device_seen(&mut self, user: &UserId, device: DeviceId, ms: u64) {
+        let seen = self
+            .devices_seen
+            .entry((user.clone(), device))
+            .or_insert(ms);
+        *seen = (*seen).max(ms);
+    }
+
+    pub(crate) fn add_message(&mut self, id: MessageId) {
+        self.ids.insert(id);
+    }
+
+    pub(crate) fn remove_message(&mut self, id: MessageId) {
+        self.ids.remove(&id);
+    }
+
+    pub(crate) fn add_ack(&mut self, ack: AckOp) {
+        self.acks.push(ack);
+    }
+
+    pub(crate) fn expire_before(&mut self, ms: u64) {
+        self.expire_before_ms = Some(self.expire_before_ms.map_or(ms, |e| e.max(ms)));
+    }
+}
+
+impl Router {
+    /// Hands the accumulating batch to the writer, if it may.
+    pub(super) fn next_batch(&mut self, now: Now) -> Option<WriteBatch> {
+        let p = &mut self.pipeline;
+        if p.committing.is_some() || p.accumulating_is_empty() {
+            return None;
+        }
+        if p.retry_at.is_some_and(|at| now.instant < at) {
+            return None;
+        }
+        p.retry_at = None;
+        let mut batch = WriteBatch {
+            reserve_ids_through: p.reserve.take(),
+            devices_seen: p
+                .devices_seen
+                .drain()
+                .map(|((u, d), ms)| (u, d, ms))
+                .collect(),
+            appends: Vec::with_capacity(p.ids.len()),
+            acks: std::mem::take(&mut p.acks),
+            expire_before_ms: p.expire_before_ms.take(),
+        };
+        // Deterministic order, so tests and replays of a run see the same batches.
+        batch.devices_seen.sort_unstable();
+        for id in std::mem::take(&mut p.ids) {
+            let Some(pending) = self.pending.get_mut(&id) else {
+                continue;
+            };
+            pending.stage = Stage::Committing;
+            batch.appends.push(StoredMessage {
+                message: pending.message.clone(),
+                expires_at_ms: pending.expires_at_ms,
+                acked_by: pending.acked_by.clone(),
+            });
+            if let Some(entry) = self.users.get_mut(&pending.message.to) {
+                entry.accumulating_len = entry.accumulating_len.saturating_sub(1);
+                entry.durable_len += 1;
+                entry.durable_max = entry.durable_max.max(id.0);
+            }
+        }
+        let seq = self.pipeline.accumulating_seq();
+        self.pipeline.committing = Some(seq);
+        self.pipeline.seq = seq + 1;
+        Some(batch)
+    }
+
+    /// The writer reports on the committing batch.
+    pub(super) fn on_commit(
+        &mut self,
+        now: Now,
+        batch: WriteBatch,
+        result: Result<CommitOutcome, StoreError>,
+    ) {
+        let Some(seq) = self.pipeline.committing.take() else {
+            tracing::error!("commit reported while none was running");
+            return;
+        };
+        match result {
+            Ok(outcome) => self.committed(seq, batch, outcome),
+            Err(e) => {
+                Counters::add(&self.counters.commit_failures, 1);
+                let p = &mut self.pipeline;
+                p.failures = p.failures.saturating_add(1);
+                let backoff =
+                    self.config.commit_retry * (1u32 << p.failures.min(6).saturating_sub(1));
+                p.retry_at = Some(now.instant + backoff);
+                tracing::error!(error = %e, failures = p.failures, "commit failed; will retry");
+                self.merge_back(batch);
+            }
+        }
+    }
+
+    /// A batch is durable: accept its messages and account for deletions.
+    fn committed(&mut self, seq: u64, batch: WriteBatch, outcome: CommitOutcome) {
+        self.pipeline.committed_seq = seq;
+        self.pipeline.failures = 0;
+        Counters::add(&self.counters.commits, 1);
+        if let Some(through) = batch.reserve_ids_through {
+            self.ids.committed(through);
+        }
+        let mut bytes = 0u64;
+        for stored in &batch.appends {
+            let id = stored.message.id;
+            bytes += stored.message.text.len() as u64;
+            self.accept(id);
+            self.pending.remove(&id);
+            if let Some(entry) = self.users.get_mut(&stored.message.to) {
+                entry.pending.remove(&id);
+            }
+        }
+        Counters::add(&self.counters.committed, batch.appends.len() as u64);
+        Counters::add(&self.counters.committed_bytes, bytes);
+        for (user, _) in outcome.deleted {
+            if let Some(entry) = self.users.get_mut(&user) {
+                entry.durable_len = entry.durable_len.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Puts a failed batch back in front of the accumulating one.
+    fn merge_back(&mut self, batch: WriteBatch) {
+        let p = &mut self.pipeline;
+        p.request_reservation(batch.reserve_ids_through);
+        for (user, device, ms) in &batch.devices_seen {
+            p.device_seen(user, *device, *ms);
+        }
+        let newer = std::mem::replace(&mut p.acks, batch.acks);
+        p.acks.extend(newer);
+        if let Some(ms) = batch.expire_before_ms {
+            p.expire_before(ms);
+        }
+        for stored in batch.appends {
+            let id = stored.message.id;
+            let Some(pending) = self.pending.get_mut(&id) else {
+                continue;
+            };
+            pending.stage = Stage::Accumulating;
+            self.pipeline.add_message(id);
+            if let Some(entry) = self.users.get_mut(&stored.message.to) {
+                entry.durable_len = entry.durable_len.saturating_sub(1);
+                entry.accumulating_len += 1;
+            }
+        }
+    }
+}

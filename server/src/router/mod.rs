@@ -1,0 +1,377 @@
+//! The core's routing logic, sans-IO.
+//!
+//! [`Router`] is deterministic, in the style of quinn-proto's `Connection`: it never
+//! touches sockets, threads or the clock. The driver ([`crate::net`]) feeds it events with
+//! `handle_*(now, …)` and drains what it wants done with `poll_*`:
+//!
+//! ```text
+//!  edge connected / frame / gone ─┐                  ┌─► poll_output: (edge, lane|control, CoreFrame)
+//!  commit finished (outcome)  ────┼─► Router ────────┤       or close an edge
+//!  tick / send_full / pump_replay ┘   (reads store)  └─► poll_batch: the next WriteBatch
+//! ```
+//!
+//! It reads the [`LogStore`] directly (user state, replay pages, the id reservation): redb
+//! serves reads from a snapshot, without waiting for the writer. All writes leave as
+//! [`WriteBatch`]es, committed one at a time by the writer thread.
+//!
+//! # Layout
+//! - [`ids`]: message ids from durably reserved blocks.
+//! - [`sessions`]: edges, sessions and per-user state; attach, detach, edge gone.
+//! - [`messages`]: submit (push at once) and acknowledgements (accept early, drop from the
+//!   batch when every device has it).
+//! - [`commit`]: group commit, double-buffered: one batch committing, one accumulating.
+//! - [`replay`]: paging a session through the store and the pending overlay, and sessions
+//!   that fell behind (a full lane) catching up.
+//! - [`upkeep`]: the periodic work of a tick (expiry, device ageing, forgetting idle users).
+//!
+//! # Invariants
+//! - Ids increase in the order messages are accepted, and batches commit in order, so
+//!   every pending (committing or accumulating) id is above every committed id. Replay
+//!   relies on it: the store first, then the pending overlay, with one cursor.
+//! - Per session, `Deliver` frames leave in increasing id order. A session that misses one
+//!   (a full lane) resumes from that id, so it misses nothing and skips nothing.
+//! - A message is answered `Accepted` at most once, and only when it is committed or every
+//!   known device of the recipient acknowledged it.
+
+mod commit;
+mod ids;
+mod messages;
+mod replay;
+mod sessions;
+mod upkeep;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::{CoreFrame, EdgeFrame, ErrorCode, ShardId, ShardMap};
+
+use crate::stats::{CoreStats, Counters};
+use crate::store::{CommitOutcome, LogStore, StoreError, WriteBatch};
+use commit::Pipeline;
+use ids::IdAllocator;
+use messages::PendingMessage;
+use sessions::{Edge, Session, SessionKey, UserEntry};
+
+/// The time, as the driver read it: a monotonic instant for timers and the wall clock for
+/// timestamps that are stored or sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for intervals and retries.
+    pub instant: Instant,
+    /// Milliseconds since the Unix epoch, for expiry and last-seen times.
+    pub unix_ms: u64,
+}
+
+impl Now {
+    /// This moment plus `d` (both clocks advance together): handy for virtual clocks.
+    pub fn after(self, d: Duration) -> Self {
+        Self {
+            instant: self.instant + d,
+            unix_ms: self.unix_ms.saturating_add(d.as_millis() as u64),
+        }
+    }
+}
+
+/// An edge connection, numbered by the driver (never reused within a process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeId(pub u64);
+
+/// Where on an edge connection a frame goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The control stream: `Accepted`, `Rejected`, `Synced`, `Kick`.
+    Control,
+    /// A message lane (index below the edge's lane count): `Deliver`.
+    Lane(u8),
+}
+
+/// Something the router wants the driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Queue `frame` on `channel` of `edge` without waiting. If there is no room, hand the
+    /// output back with [`Router::handle_send_full`].
+    Send {
+        /// The edge.
+        edge: EdgeId,
+        /// Control stream or lane.
+        channel: Channel,
+        /// The frame.
+        frame: CoreFrame,
+    },
+    /// Close the edge's connection. The router has already forgotten the edge.
+    Close {
+        /// The edge.
+        edge: EdgeId,
+        /// The application close code.
+        code: ErrorCode,
+        /// Why, for the peer's logs.
+        reason: &'static str,
+    },
+}
+
+/// Router settings (the routing part of [`crate::CoreConfig`]).
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// This shard.
+    pub shard: ShardId,
+    /// Every shard; a submit for a user of another shard is refused with `Unavailable`.
+    pub shard_map: ShardMap,
+    /// How long an undelivered message is kept, and how long an unseen device is known.
+    pub ttl_ms: u64,
+    /// Most undelivered messages per recipient (stored plus pending).
+    pub inbox_max: u64,
+    /// Lanes the core opens towards each edge.
+    pub lanes: u8,
+    /// Ids reserved on disk per reservation.
+    pub id_block: u64,
+    /// Messages per replay page.
+    pub replay_page: usize,
+    /// Lane slots kept free for live traffic: a replay page is only sent if every lane of
+    /// the edge has room for the page plus this.
+    pub replay_headroom: usize,
+    /// Most replay pages per [`Router::pump_replay`] call, so one call stays short.
+    pub replay_pages_per_pump: usize,
+    /// How often the accumulating batch carries an expiry pass.
+    pub expire_interval: Duration,
+    /// Most messages pending (accumulating or committing) at once; beyond it, submits are
+    /// refused with `Unavailable` (the disk cannot keep up, or is failing).
+    pub pending_max: usize,
+    /// A user with no sessions, nothing pending and no activity for this long is forgotten
+    /// (reloaded from the store on next use).
+    pub user_idle: Duration,
+    /// Wait after a failed commit before retrying; doubles per failure, capped at 32x.
+    pub commit_retry: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            shard: ShardId(0),
+            shard_map: ShardMap::single(),
+            ttl_ms: 7 * 24 * 3600 * 1000,
+            inbox_max: 10_000,
+            lanes: protocol::limits::LANES_DEFAULT,
+            id_block: 65_536,
+            replay_page: 256,
+            replay_headroom: 256,
+            replay_pages_per_pump: 16,
+            expire_interval: Duration::from_secs(30),
+            pending_max: 200_000,
+            user_idle: Duration::from_secs(60),
+            commit_retry: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The sans-IO core: sessions, message routing, the pending overlay, replay and group
+/// commit. See the module doc for how it is driven.
+pub struct Router {
+    /// Settings.
+    config: RouterConfig,
+    /// Read-only use: user state, replay pages, reservation at start.
+    store: Arc<dyn LogStore>,
+    /// Message ids.
+    ids: IdAllocator,
+    /// Connected edges.
+    edges: HashMap<EdgeId, Edge>,
+    /// Attached sessions.
+    sessions: HashMap<SessionKey, Session>,
+    /// Which session holds each online device, to replace an older one.
+    devices_online: HashMap<(protocol::UserId, protocol::DeviceId), SessionKey>,
+    /// Users of this shard currently in memory.
+    users: HashMap<protocol::UserId, UserEntry>,
+    /// Messages not yet committed (or committing), by id: the pending overlay.
+    pending: BTreeMap<protocol::MessageId, PendingMessage>,
+    /// The accumulating and committing batches.
+    pipeline: Pipeline,
+    /// Sessions catching up (replaying), served round-robin by [`Router::pump_replay`].
+    replay_queue: VecDeque<SessionKey>,
+    /// What the driver should do next. Bounded by the work of one input (a submit pushes
+    /// one frame per edge of the recipient; a replay pump at most its page budget).
+    outbox: VecDeque<Output>,
+    /// Counters.
+    counters: Arc<Counters>,
+    /// When the next expiry pass is due (`None`: at the first tick).
+    next_expiry: Option<Instant>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("edges", &self.edges.len())
+            .field("sessions", &self.sessions.len())
+            .field("users", &self.users.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router over `store`. Ids resume above the store's reservation; the first batch
+    /// [`Router::poll_batch`] returns reserves the first block, and no id is handed out
+    /// before it is committed.
+    pub fn new(config: RouterConfig, store: Arc<dyn LogStore>) -> Result<Self, StoreError> {
+        let reserved = store.reserved_ids_through()?;
+        let mut ids = IdAllocator::new(reserved, config.id_block);
+        let mut pipeline = Pipeline::default();
+        pipeline.request_reservation(ids.reservation_wanted());
+        Ok(Self {
+            config,
+            store,
+            ids,
+            edges: HashMap::new(),
+            sessions: HashMap::new(),
+            devices_online: HashMap::new(),
+            users: HashMap::new(),
+            pending: BTreeMap::new(),
+            pipeline,
+            replay_queue: VecDeque::new(),
+            outbox: VecDeque::new(),
+            counters: Arc::new(Counters::default()),
+            next_expiry: None,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// The live counters (shared; read them from any thread).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CoreStats {
+        self.counters.snapshot()
+    }
+
+    /// Whether message ids are available (the first reservation is committed).
+    pub fn ids_ready(&self) -> bool {
+        self.ids.has_durable_id()
+    }
+
+    /// Messages pending: pushed but neither committed nor dropped yet.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether a batch is being committed.
+    pub fn is_committing(&self) -> bool {
+        self.pipeline.is_committing()
+    }
+
+    /// Whether nothing waits to be written: no batch committing and none accumulating.
+    /// A clean shutdown drains until this holds.
+    pub fn is_flushed(&self) -> bool {
+        !self.pipeline.is_committing() && self.pipeline.accumulating_is_empty()
+    }
+
+    /// A new edge connection with `lanes` lanes from the core to it.
+    pub fn handle_edge_connected(&mut self, _now: Now, edge: EdgeId, lanes: u8) {
+        self.edges.insert(edge, Edge::new(lanes));
+    }
+
+    /// A frame from an edge (the driver has checked it arrived on the right stream).
+    pub fn handle_edge_frame(&mut self, now: Now, edge: EdgeId, frame: EdgeFrame) {
+        if !self.edges.contains_key(&edge) {
+            // Frames still queued from an edge that was closed; its sessions are gone.
+            return;
+        }
+        match frame {
+            EdgeFrame::EdgeHello(_) => {
+                self.close_edge(edge, ErrorCode::HelloExpected, "EdgeHello after handshake");
+            }
+            EdgeFrame::Attach(attach) => self.on_attach(now, edge, attach),
+            EdgeFrame::Detach { session } => {
+                self.remove_session(SessionKey { edge, session });
+            }
+            EdgeFrame::Submit(submit) => self.on_submit(now, edge, submit),
+            EdgeFrame::Ack { session, ranges } => self.on_ack(now, edge, session, &ranges),
+        }
+    }
+
+    /// The edge's connection ended; its sessions are detached.
+    pub fn handle_edge_gone(&mut self, _now: Now, edge: EdgeId) {
+        self.forget_edge(edge);
+    }
+
+    /// The writer finished committing `batch` (the one [`Router::poll_batch`] returned).
+    pub fn handle_commit(
+        &mut self,
+        now: Now,
+        batch: WriteBatch,
+        result: Result<CommitOutcome, StoreError>,
+    ) {
+        self.on_commit(now, batch, result);
+    }
+
+    /// Periodic work; call about every 100 ms: the expiry pass, device ageing, forgetting
+    /// idle users.
+    pub fn handle_tick(&mut self, now: Now) {
+        self.upkeep(now);
+    }
+
+    /// The driver could not queue `output` (the lane or control stream was full). A
+    /// `Deliver` sends its sessions back to catching up from the store; a full control
+    /// stream means the edge is not reading, and it is closed (`SlowConsumer`).
+    pub fn handle_send_full(&mut self, _now: Now, output: Output) {
+        match output {
+            Output::Send {
+                edge,
+                channel: Channel::Lane(_),
+                frame: CoreFrame::Deliver { sessions, message },
+            } => {
+                Counters::add(&self.counters.lagged, 1);
+                for session in sessions {
+                    self.lag(SessionKey { edge, session }, message.id);
+                }
+            }
+            Output::Send { edge, .. } => {
+                self.close_edge(edge, ErrorCode::SlowConsumer, "control stream full");
+            }
+            Output::Close { .. } => {}
+        }
+    }
+
+    /// Sends replay pages to sessions that are catching up, while their edge has room.
+    /// `room(edge)` is the free space of the edge's fullest lane, in frames; the router
+    /// is the only producer on those queues, so that much room is guaranteed. Call after
+    /// draining the outputs of each input and on every tick.
+    pub fn pump_replay(&mut self, now: Now, room: &mut dyn FnMut(EdgeId) -> usize) {
+        self.pump(now, room);
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.pop_front()
+    }
+
+    /// The next batch for the writer, if none is committing and one has accumulated (and
+    /// no failed commit is waiting to be retried).
+    pub fn poll_batch(&mut self, now: Now) -> Option<WriteBatch> {
+        self.next_batch(now)
+    }
+
+    /// Queues a frame for an edge, if the edge is still connected.
+    fn send(&mut self, edge: EdgeId, channel: Channel, frame: CoreFrame) {
+        if self.edges.contains_key(&edge) {
+            self.outbox.push_back(Output::Send {
+                edge,
+                channel,
+                frame,
+            });
+        }
+    }
+
+    /// Forgets an edge and asks the driver to close it.
+    fn close_edge(&mut self, edge: EdgeId, code: ErrorCode, reason: &'static str) {
+        if self.edges.contains_key(&edge) {
+            tracing::warn!(edge = edge.0, %code, reason, "closing edge");
+            self.forget_edge(edge);
+            self.outbox.push_back(Output::Close { edge, code, reason });
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Catching a session up: replay on attach, and again after it fell behind.
+//!
+//! A replaying session has a cursor, the last id sent to it. Each step reads one page of
+//! the store above the cursor; when the store has no more, it sends the user's pending
+//! messages above the cursor that this device has not acknowledged, then `Synced`, and
+//! marks the session live — all in the same step, so no message submitted in between can
+//! be missed. This is sound because every pending id is above every committed id.
+//!
+//! Pages are only sent while the edge has room (the driver tells how much), keeping
+//! headroom for live traffic. A live push that finds its lane full is not queued: the
+//! session goes back to replaying from that message, which is safe (stored or pending),
+//! and later frames already queued for it are withdrawn so its order holds.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
+
+use protocol::{ConversationId, CoreFrame, Message, MessageId};
+
+use super::sessions::{Delivery, SessionKey};
+use super::{Channel, EdgeId, Now, Router};
+use crate::store::StoreError;
+
+impl Router {
+    /// Serves replaying sessions round-robin while their edges have room.
+    pub(super) fn pump(&mut self, now: Now, room: &mut dyn FnMut(EdgeId) -> usize) {
+        let page = self.config.replay_page.max(1);
+        let needed = page + self.config.replay_headroom;
+        let mut left: HashMap<EdgeId, usize> = HashMap::new();
+        let mut blocked: HashSet<EdgeId> = HashSet::new();
+        let mut deferred = Vec::new();
+        let mut pages = 0;
+        while pages < self.config.replay_pages_per_pump {
+            let Some(key) = self.replay_queue.pop_front() else {
+                break;
+            };
+            let replaying = self
+                .sessions
+                .get(&key)
+                .is_some_and(|s| matches!(s.delivery, Delivery::Replaying { .. }));
+            if !replaying {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.queued = false;
+                }
+                continue;
+            }
+            if blocked.contains(&key.edge) {
+                deferred.push(key);
+                continue;
+            }
+            let room_left = *left.entry(key.edge).or_insert_with(|| room(key.edge));
+            if room_left < needed {
+                blocked.insert(key.edge);
+                deferred.push(key);
+                continue;
+            }
+            pages += 1;
+            match self.replay_step(now, key) {
+                Ok((sent, done)) => {
+                    left.insert(key.edge, room_left.saturating_sub(sent));
+                    if done {
+                        if let Some(s) = self.sessions.get_mut(&key) {
+                            s.queued = false;
+                        }
+                    } else {
+                        self.replay_queue.push_back(key);
+                    }
+                }
+                Err(e) => {
+                    // The store could not be read; try again on a later pump.
+                    tracing::error!(error = %e, "replay read failed");
+                    deferred.push(key);
+                }
+            }
+        }
+        self.replay_queue.extend(deferred);
+    }
+
+    /// Sends one page to a replaying session. Returns the frames sent and whether the
+    /// session is now live.
+    fn replay_step(&mut self, now: Now, key: SessionKey) -> Result<(usize, bool), StoreError> {
+        let Some(session) = self.sessions.get(&key) else {
+            return Ok((0, true));
+        };
+        let Delivery::Replaying { mut after } = session.delivery else {
+            return Ok((0, true));
+        };
+        let (user, device) = (session.user.clone(), session.device);
+        let page = self.config.replay_page.max(1);
+        let stored = self.store.replay(&user, device, after, page, now.unix_ms)?;
+        let mut sent = 0;
+        let full_page = stored.len() >= page;
+        for record in stored {
+            after = Some(record.message.id);
+            self.replay_deliver(key, record.message);
+            sent += 1;
+        }
+        if full_page {
+            self.set_cursor(key, after);
+            return Ok((sent, false));
+        }
+
+        // The store is exhausted: the pending overlay, above the cursor.
+        let budget = page - sent;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut overlay: Vec<Message> = Vec::new();
+        let mut more = false;
+        if let Some(entry) = self.users.get(&user) {
+            for id in entry.pending.range((lower, Bound::Unbounded)) {
+                let Some(pending) = self.pending.get(id) else {
+                    continue;
+                };
+                if pending.acked_by.binary_search(&device).is_ok()
+                    || pending.expires_at_ms <= now.unix_ms
+                {
+                    continue;
+                }
+                if overlay.len() == budget {
+                    more = true;
+                    break;
+                }
+                overlay.push(pending.message.clone());
+            }
+        }
+        for message in overlay {
+            after = Some(message.id);
+            self.replay_deliver(key, message);
+            sent += 1;
+        }
+        if more {
+            self.set_cursor(key, after);
+            return Ok((sent, false));
+        }
+
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return Ok((sent, true));
+        };
+        session.delivery = Delivery::Live;
+        if !session.synced {
+            session.synced = true;
+            self.send(
+                key.edge,
+                Channel::Control,
+                CoreFrame::Synced {
+                    session: key.session,
+                },
+            );
+        }
+        Ok((sent, true))
+    }
+
+    /// Sends one replayed message to one session, on its conversation's lane.
+    fn replay_deliver(&mut self, key: SessionKey, message: Message) {
+        let Some(lanes) = self.edges.get(&key.edge).map(|e| e.lanes) else {
+            return;
+        };
+        let lane = ConversationId::direct(&message.from, &message.to).lane(lanes);
+        let frame = CoreFrame::Deliver {
+            sessions: vec![key.session],
+            message,
+        };
+        self.send(key.edge, Channel::Lane(lane), frame);
+    }
+
+    fn set_cursor(&mut self, key: SessionKey, after: Option<MessageId>) {
+        if let Some(session) = self.sessions.get_mut(&key) {
+            session.delivery = Delivery::Replaying { after };
+        }
+    }
+
+    /// A delivery of `missed` to `key` could not be queued: the session resumes from it.
+    pub(super) fn lag(&mut self, key: SessionKey, missed: MessageId) {
+        // Every earlier delivery to this session was queued (deliveries leave in id order
+        // and later ones are withdrawn below), so resuming just before `missed` skips
+        // nothing and repeats nothing.
+        let resume = missed.0.checked_sub(1).filter(|id| *id > 0).map(MessageId);
+        let dropped_synced = self.purge_session_outputs(key);
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        session.delivery = match session.delivery {
+            Delivery::Live => Delivery::Replaying { after: resume },
+            Delivery::Replaying { after } => Delivery::Replaying {
+                after: after.min(resume),
+            },
+        };
+        if dropped_synced {
+            // `Synced` promises everything stored at attach was sent; not yet true.
+            session.synced = false;
+        }
+        if !session.queued {
+            session.queued = true;
+            self.replay_queue.push_back(key);
+        }
+        tracing::debug!(
+            edge = key.edge.0,
+            session = key.session.0,
+            "session fell behind"
+        );
+    }
+}

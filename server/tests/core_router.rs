@@ -1,0 +1,817 @@
+//! The router's delivery semantics, with no network and a virtual clock.
+//!
+//! [`Harness`] plays the driver: it feeds the router edge frames, queues its outputs on
+//! fake edges whose lanes have a bounded capacity (a full lane is reported back exactly
+//! as the real driver does), commits batches to a [`MemStore`] — at once, or held to play
+//! a slow disk — and advances time by hand.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use protocol::frames::link::{Attach, Submit};
+use protocol::{
+    CoreFrame, DeviceId, EdgeFrame, ErrorCode, IdRange, Message, MessageId, SenderKey, SessionId,
+    ShardId, ShardMap, UserId,
+};
+use server::router::{Channel, EdgeId, Now, Output, Router, RouterConfig};
+use server::store::mem::MemStore;
+use server::store::{
+    CommitOutcome, LogStore, StoreConfig, StoreError, StoredMessage, UserState, WriteBatch,
+};
+
+const ALICE_EDGE: EdgeId = EdgeId(1);
+const BOB_EDGE: EdgeId = EdgeId(2);
+const ALICE: SessionId = SessionId(100);
+const BOB: SessionId = SessionId(200);
+
+fn user(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
+
+fn config() -> RouterConfig {
+    RouterConfig {
+        lanes: 4,
+        ..RouterConfig::default()
+    }
+}
+
+/// A store that fails commits on cue, to play a disk error.
+struct FlakyStore {
+    inner: MemStore,
+    fail_commits: AtomicBool,
+}
+
+impl LogStore for FlakyStore {
+    fn commit(&self, batch: &WriteBatch) -> Result<CommitOutcome, StoreError> {
+        if self.fail_commits.load(Ordering::SeqCst) {
+            return Err(StoreError::Transaction("disk on fire".into()));
+        }
+        self.inner.commit(batch)
+    }
+    fn user_state(&self, user: &UserId) -> Result<UserState, StoreError> {
+        self.inner.user_state(user)
+    }
+    fn replay(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        after: Option<MessageId>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.replay(user, device, after, limit, now_ms)
+    }
+    fn reserved_ids_through(&self) -> Result<u64, StoreError> {
+        self.inner.reserved_ids_through()
+    }
+}
+
+/// One fake edge: bounded lanes, and everything it received in order.
+struct FakeEdge {
+    /// Frames queued on each lane and not yet read by the edge.
+    lanes: Vec<usize>,
+    lane_capacity: usize,
+    /// Everything received, in the order the router queued it.
+    log: Vec<(Channel, CoreFrame)>,
+    closed: Option<ErrorCode>,
+}
+
+struct Harness {
+    router: Router,
+    store: Arc<FlakyStore>,
+    now: Now,
+    edges: HashMap<EdgeId, FakeEdge>,
+    /// Commit batches as soon as they are handed over; otherwise hold them.
+    auto_commit: bool,
+    held: Option<WriteBatch>,
+    /// Every batch committed, in order.
+    committed: Vec<WriteBatch>,
+    next_counter: u64,
+}
+
+impl Harness {
+    fn new(config: RouterConfig) -> Self {
+        let store = Arc::new(FlakyStore {
+            inner: MemStore::new(StoreConfig {
+                device_ttl_ms: config.ttl_ms,
+            }),
+            fail_commits: AtomicBool::new(false),
+        });
+        Self::on_store(config, store)
+    }
+
+    /// A router over an existing store: a restart.
+    fn on_store(config: RouterConfig, store: Arc<FlakyStore>) -> Self {
+        let router = Router::new(config, store.clone()).unwrap();
+        let now = Now {
+            instant: Instant::now(),
+            unix_ms: 1_700_000_000_000,
+        };
+        let mut h = Self {
+            router,
+            store,
+            now,
+            edges: HashMap::new(),
+            auto_commit: true,
+            held: None,
+            committed: Vec::new(),
+            next_counter: 0,
+        };
+        h.drive();
+        assert!(
+            h.router.ids_ready(),
+            "the first reservation is committed before serving"
+        );
+        h
+    }
+
+    fn connect(&mut self, edge: EdgeId, lanes: u8, lane_capacity: usize) {
+        self.router.handle_edge_connected(self.now, edge, lanes);
+        self.edges.insert(
+            edge,
+            FakeEdge {
+                lanes: vec![0; lanes as usize],
+                lane_capacity,
+                log: Vec::new(),
+                closed: None,
+            },
+        );
+    }
+
+    fn frame(&mut self, edge: EdgeId, frame: EdgeFrame) {
+        self.router.handle_edge_frame(self.now, edge, frame);
+        self.drive();
+    }
+
+    fn attach(&mut self, edge: EdgeId, session: SessionId, name: &str, device: u64) {
+        let attach = Attach {
+            session,
+            user: user(name),
+            device: DeviceId(device),
+        };
+        self.frame(edge, EdgeFrame::Attach(attach));
+    }
+
+    /// Submits a message from `from` (at ALICE_EDGE/ALICE) and returns its key.
+    fn submit(&mut self, from: &str, to: &str, text: &str) -> SenderKey {
+        self.next_counter += 1;
+        let key = SenderKey {
+            epoch: 7,
+            counter: self.next_counter,
+        };
+        let submit = Submit {
+            session: ALICE,
+            from: user(from),
+            from_name: from.to_uppercase(),
+            to: user(to),
+            key,
+            sent_at_ms: self.now.unix_ms,
+            text: text.into(),
+        };
+        self.frame(ALICE_EDGE, EdgeFrame::Submit(submit));
+        key
+    }
+
+    fn ack(&mut self, edge: EdgeId, session: SessionId, ids: &[MessageId]) {
+        let ranges = ids.iter().map(|id| IdRange::single(*id)).collect();
+        self.frame(edge, EdgeFrame::Ack { session, ranges });
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now = self.now.after(d);
+        self.router.handle_tick(self.now);
+        self.drive();
+    }
+
+    /// Plays the driver until nothing is left to do.
+    fn drive(&mut self) {
+        for _ in 0..10_000 {
+            self.drain_outputs();
+            let edges = &self.edges;
+            self.router.pump_replay(self.now, &mut |edge| {
+                edges.get(&edge).map_or(0, |e| {
+                    e.lanes
+                        .iter()
+                        .map(|used| e.lane_capacity - used)
+                        .min()
+                        .unwrap_or(0)
+                })
+            });
+            self.drain_outputs();
+            if self.held.is_none()
+                && let Some(batch) = self.router.poll_batch(self.now)
+            {
+                self.held = Some(batch);
+            }
+            if self.auto_commit && self.held.is_some() {
+                self.finish_commit();
+                continue;
+            }
+            return;
+        }
+        panic!("the router never settled");
+    }
+
+    /// Lets the held batch commit (the slow disk finishes).
+    fn finish_commit(&mut self) {
+        let batch = self.held.take().expect("a batch is committing");
+        let result = self.store.commit(&batch);
+        if result.is_ok() {
+            self.committed.push(batch.clone());
+        }
+        self.router.handle_commit(self.now, batch, result);
+        self.drain_outputs();
+    }
+
+    fn drain_outputs(&mut self) {
+        while let Some(out) = self.router.poll_output() {
+            match &out {
+                Output::Send {
+                    edge,
+                    channel,
+                    frame,
+                } => {
+                    let e = self.edges.get_mut(edge).expect("send to a known edge");
+                    assert!(e.closed.is_none(), "send to a closed edge");
+                    if let Channel::Lane(lane) = channel {
+                        assert!(
+                            matches!(frame, CoreFrame::Deliver { .. }),
+                            "only deliveries on lanes"
+                        );
+                        let used = &mut e.lanes[*lane as usize];
+                        if *used >= e.lane_capacity {
+                            self.router.handle_send_full(self.now, out);
+                            continue;
+                        }
+                        *used += 1;
+                    }
+                    e.log.push((*channel, frame.clone()));
+                }
+                Output::Close { edge, code, .. } => {
+                    self.edges.get_mut(edge).expect("close a known edge").closed = Some(*code);
+                }
+            }
+        }
+    }
+
+    /// The edge reads everything queued on its lanes (making room).
+    fn edge_reads(&mut self, edge: EdgeId) {
+        self.edges
+            .get_mut(&edge)
+            .unwrap()
+            .lanes
+            .iter_mut()
+            .for_each(|l| *l = 0);
+        self.drive();
+    }
+
+    /// Takes the edge's log.
+    fn take_log(&mut self, edge: EdgeId) -> Vec<(Channel, CoreFrame)> {
+        std::mem::take(&mut self.edges.get_mut(&edge).unwrap().log)
+    }
+
+    /// Messages delivered to `session` (taking the whole log of `edge`).
+    fn delivered(&mut self, edge: EdgeId, session: SessionId) -> Vec<Message> {
+        deliveries_to(&self.take_log(edge), session)
+    }
+
+    fn stored(&self, name: &str, device: u64) -> Vec<u64> {
+        let stored = self
+            .store
+            .replay(&user(name), DeviceId(device), None, usize::MAX, 0)
+            .unwrap();
+        stored.iter().map(|s| s.message.id.0).collect()
+    }
+}
+
+fn deliveries_to(log: &[(Channel, CoreFrame)], session: SessionId) -> Vec<Message> {
+    log.iter()
+        .filter_map(|(_, f)| match f {
+            CoreFrame::Deliver { sessions, message } if sessions.contains(&session) => {
+                Some(message.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn accepted(log: &[(Channel, CoreFrame)]) -> Vec<(SenderKey, MessageId)> {
+    log.iter()
+        .filter_map(|(_, f)| match f {
+            CoreFrame::Accepted { key, id, .. } => Some((*key, *id)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn texts(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.text.as_str()).collect()
+}
+
+/// Alice at one edge, Bob at another, both attached and synced.
+fn alice_and_bob(config: RouterConfig) -> Harness {
+    let mut h = Harness::new(config);
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 4, 1024);
+    h.attach(ALICE_EDGE, ALICE, "alice", 1);
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    let log = h.take_log(BOB_EDGE);
+    assert_eq!(
+        log,
+        vec![(Channel::Control, CoreFrame::Synced { session: BOB })]
+    );
+    h.take_log(ALICE_EDGE);
+    h
+}
+
+#[test]
+fn an_online_recipient_gets_the_message_before_it_is_committed() {
+    // Requirement 1: "as fast as the network allows" — the push must not wait for fsync.
+    let mut h = alice_and_bob(config());
+    h.auto_commit = false;
+    let key = h.submit("alice", "bob", "hi");
+    let got = h.delivered(BOB_EDGE, BOB);
+    assert_eq!(texts(&got), vec!["hi"]);
+    assert_eq!(got[0].from, user("alice"));
+    assert_eq!(got[0].key, key);
+    assert!(h.held.is_some(), "the message is still being committed");
+    assert_eq!(h.stored("bob", 1), Vec::<u64>::new(), "not on disk yet");
+    assert!(
+        accepted(&h.take_log(ALICE_EDGE)).is_empty(),
+        "not safe yet: no Accepted"
+    );
+}
+
+#[test]
+fn a_message_acknowledged_before_its_batch_is_written_never_touches_the_disk() {
+    // The point of pushing before committing: under load, most messages are in the
+    // recipient's hands before the disk is free, and then they cost no write at all.
+    let mut h = alice_and_bob(config());
+    h.auto_commit = false;
+    // A first message occupies the disk; the second accumulates behind it.
+    let first = h.submit("alice", "bob", "first");
+    let second = h.submit("alice", "bob", "second");
+    let got = h.delivered(BOB_EDGE, BOB);
+    assert_eq!(texts(&got), vec!["first", "second"]);
+    assert!(got[0].id < got[1].id);
+
+    h.ack(BOB_EDGE, BOB, &[got[1].id]);
+    assert_eq!(
+        accepted(&h.take_log(ALICE_EDGE)),
+        vec![(second, got[1].id)],
+        "every device has it: safe, without waiting for the disk"
+    );
+    h.auto_commit = true;
+    h.finish_commit();
+    h.drive();
+    assert_eq!(accepted(&h.take_log(ALICE_EDGE)), vec![(first, got[0].id)]);
+    let written: Vec<u64> = h
+        .committed
+        .iter()
+        .flat_map(|b| b.appends.iter().map(|s| s.message.id.0))
+        .collect();
+    assert_eq!(
+        written,
+        vec![got[0].id.0],
+        "the acknowledged message was never written"
+    );
+    assert_eq!(h.router.stats().skipped_disk, 1);
+    assert_eq!(h.router.pending_len(), 0);
+}
+
+#[test]
+fn an_unacknowledged_message_is_accepted_once_committed_and_stays_stored() {
+    let mut h = alice_and_bob(config());
+    let key = h.submit("alice", "bob", "hello");
+    let got = h.delivered(BOB_EDGE, BOB);
+    assert_eq!(accepted(&h.take_log(ALICE_EDGE)), vec![(key, got[0].id)]);
+    assert_eq!(h.stored("bob", 1), vec![got[0].id.0]);
+    // A late ack still deletes it.
+    h.ack(BOB_EDGE, BOB, &[got[0].id]);
+    assert_eq!(h.stored("bob", 1), Vec::<u64>::new());
+    assert!(
+        accepted(&h.take_log(ALICE_EDGE)).is_empty(),
+        "Accepted is sent once"
+    );
+}
+
+#[test]
+fn an_offline_recipient_gets_stored_messages_in_order_then_synced() {
+    // Requirement 2 and 3: stored while offline, replayed in order on reconnect.
+    let mut h = Harness::new(RouterConfig {
+        replay_page: 2,
+        replay_headroom: 0,
+        ..config()
+    });
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 4, 1024);
+    let keys: Vec<SenderKey> = (0..5)
+        .map(|i| h.submit("alice", "bob", &format!("m{i}")))
+        .collect();
+    let acc = accepted(&h.take_log(ALICE_EDGE));
+    assert_eq!(
+        acc.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        keys,
+        "each stored and accepted"
+    );
+
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    let log = h.take_log(BOB_EDGE);
+    let got = deliveries_to(&log, BOB);
+    assert_eq!(texts(&got), vec!["m0", "m1", "m2", "m3", "m4"]);
+    assert!(got.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(
+        log.last(),
+        Some(&(Channel::Control, CoreFrame::Synced { session: BOB }))
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|(_, f)| matches!(f, CoreFrame::Synced { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn messages_submitted_while_a_session_replays_come_after_the_stored_ones() {
+    // The race replay must win: a message arriving between "store exhausted" and "live"
+    // must be neither lost nor delivered out of order.
+    let mut h = Harness::new(RouterConfig {
+        replay_page: 2,
+        replay_headroom: 0,
+        ..config()
+    });
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 1, 2); // one lane with room for exactly one page
+    for i in 0..4 {
+        h.submit("alice", "bob", &format!("old{i}"));
+    }
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    // One page went out; the lane is full, so replay pauses. New messages arrive, some
+    // committed, one still pending.
+    h.submit("alice", "bob", "new0");
+    h.auto_commit = false;
+    h.submit("alice", "bob", "new1");
+    h.submit("alice", "bob", "new2");
+    for _ in 0..10 {
+        h.edge_reads(BOB_EDGE);
+    }
+    let log = h.take_log(BOB_EDGE);
+    let got = deliveries_to(&log, BOB);
+    assert_eq!(
+        texts(&got),
+        vec!["old0", "old1", "old2", "old3", "new0", "new1", "new2"]
+    );
+    assert_eq!(
+        log.last(),
+        Some(&(Channel::Control, CoreFrame::Synced { session: BOB }))
+    );
+    // Now live: the next one is pushed at once.
+    h.submit("alice", "bob", "live");
+    assert_eq!(texts(&h.delivered(BOB_EDGE, BOB)), vec!["live"]);
+}
+
+#[test]
+fn both_devices_get_it_and_the_stored_copy_goes_only_after_both_acknowledged() {
+    // Requirement 7: several devices; each keeps its own cursor.
+    let mut h = alice_and_bob(config());
+    h.attach(ALICE_EDGE, SessionId(201), "bob", 2); // bob's companion app, at alice's edge
+    h.take_log(ALICE_EDGE);
+    h.submit("alice", "bob", "to both");
+    let phone = h.delivered(BOB_EDGE, BOB);
+    let log = h.take_log(ALICE_EDGE);
+    let app = deliveries_to(&log, SessionId(201));
+    assert_eq!(texts(&phone), vec!["to both"]);
+    assert_eq!(texts(&app), vec!["to both"]);
+    let id = phone[0].id;
+    assert_eq!(
+        h.stored("bob", 1),
+        vec![id.0],
+        "committed: nobody acked before the disk"
+    );
+
+    h.ack(BOB_EDGE, BOB, &[id]);
+    assert_eq!(h.stored("bob", 2), vec![id.0], "device 2 still needs it");
+    assert_eq!(h.stored("bob", 1), Vec::<u64>::new(), "device 1 has it");
+    h.ack(ALICE_EDGE, SessionId(201), &[id]);
+    assert_eq!(
+        h.stored("bob", 2),
+        Vec::<u64>::new(),
+        "deleted once both acknowledged"
+    );
+}
+
+#[test]
+fn with_two_devices_one_ack_does_not_keep_the_message_off_the_disk() {
+    // The in-memory shortcut must wait for every device, or the other one loses it.
+    let mut h = alice_and_bob(config());
+    h.attach(ALICE_EDGE, SessionId(201), "bob", 2);
+    h.auto_commit = false;
+    h.submit("alice", "bob", "first"); // occupies the disk
+    h.submit("alice", "bob", "second");
+    let second = h.delivered(BOB_EDGE, BOB)[1].id;
+    h.ack(BOB_EDGE, BOB, &[second]);
+    assert!(
+        accepted(&h.take_log(ALICE_EDGE)).is_empty(),
+        "device 2 has not acked"
+    );
+    h.auto_commit = true;
+    h.finish_commit();
+    h.drive();
+    assert_eq!(
+        h.stored("bob", 2).last(),
+        Some(&second.0),
+        "kept for device 2"
+    );
+    assert!(
+        !h.stored("bob", 1).contains(&second.0),
+        "device 1's ack travelled with it"
+    );
+}
+
+#[test]
+fn a_new_device_sees_stored_messages() {
+    let mut h = alice_and_bob(config());
+    h.frame(BOB_EDGE, EdgeFrame::Detach { session: BOB });
+    h.submit("alice", "bob", "while away");
+    h.attach(BOB_EDGE, SessionId(202), "bob", 9);
+    assert_eq!(
+        texts(&h.delivered(BOB_EDGE, SessionId(202))),
+        vec!["while away"]
+    );
+}
+
+#[test]
+fn a_full_inbox_rejects_with_inbox_full_until_messages_are_delivered() {
+    // Requirement: "a full inbox rejects new messages with InboxFull — the sender is told".
+    let mut h = Harness::new(RouterConfig {
+        inbox_max: 3,
+        ..config()
+    });
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 4, 1024);
+    for i in 0..3 {
+        h.submit("alice", "bob", &format!("m{i}"));
+    }
+    assert_eq!(accepted(&h.take_log(ALICE_EDGE)).len(), 3);
+    let refused = h.submit("alice", "bob", "one too many");
+    assert_eq!(
+        h.take_log(ALICE_EDGE),
+        vec![(
+            Channel::Control,
+            CoreFrame::Rejected {
+                session: ALICE,
+                key: refused,
+                code: ErrorCode::InboxFull
+            }
+        )]
+    );
+    assert_eq!(
+        h.stored("bob", 1).len(),
+        3,
+        "nothing was stored for the refused one"
+    );
+
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    let got = h.delivered(BOB_EDGE, BOB);
+    h.ack(BOB_EDGE, BOB, &[got[0].id]);
+    let key = h.submit("alice", "bob", "room again");
+    let acc = accepted(&h.take_log(ALICE_EDGE));
+    assert_eq!(acc.len(), 1);
+    assert_eq!(acc[0].0, key);
+}
+
+#[test]
+fn ids_increase_and_never_repeat_after_a_restart() {
+    // DESIGN: "a per-shard id that is never reused, even across a crash". Small blocks,
+    // so several reservations happen, and a crash while the disk is stuck with ids handed
+    // out but not committed.
+    let cfg = RouterConfig {
+        id_block: 4,
+        ..config()
+    };
+    let mut h = alice_and_bob(cfg.clone());
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        h.submit("alice", "bob", &format!("a{i}"));
+    }
+    h.take_log(ALICE_EDGE);
+    h.auto_commit = false;
+    for i in 0..8 {
+        h.submit("alice", "bob", &format!("lost{i}")); // never committed
+    }
+    ids.extend(h.delivered(BOB_EDGE, BOB).iter().map(|m| m.id.0));
+    let refused = h
+        .take_log(ALICE_EDGE)
+        .iter()
+        .filter(|(_, f)| {
+            matches!(
+                f,
+                CoreFrame::Rejected {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(
+        refused > 0,
+        "with the reservation stuck on its way to disk, ids run out"
+    );
+    assert_eq!(ids.len() + refused, 18);
+
+    // Crash: the router and its unwritten batches vanish; the store survives.
+    let store = h.store.clone();
+    drop(h);
+    let mut h = Harness::on_store(cfg, store);
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 4, 1024);
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    let replayed = h.delivered(BOB_EDGE, BOB);
+    assert_eq!(texts(&replayed).len(), 10, "what was committed survived");
+    for i in 0..10 {
+        h.submit("alice", "bob", &format!("b{i}"));
+    }
+    ids.extend(h.delivered(BOB_EDGE, BOB).iter().map(|m| m.id.0));
+    assert_eq!(ids.len() + refused, 28);
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: {ids:?}"
+    );
+}
+
+#[test]
+fn a_session_behind_a_full_lane_catches_up_from_the_store_with_nothing_lost() {
+    // Bounded queues: a slow edge is not buffered for; its session replays instead.
+    let mut h = Harness::new(RouterConfig {
+        replay_page: 3,
+        replay_headroom: 1,
+        ..config()
+    });
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 1, 5);
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    h.take_log(BOB_EDGE);
+    for i in 0..20 {
+        h.submit("alice", "bob", &format!("m{i:02}"));
+    }
+    assert!(h.router.stats().lagged > 0, "the lane filled up");
+    let mut got = h.delivered(BOB_EDGE, BOB);
+    assert_eq!(got.len(), 5, "only what fit was queued");
+    for _ in 0..20 {
+        h.edge_reads(BOB_EDGE);
+        got.extend(h.delivered(BOB_EDGE, BOB));
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(
+        texts(&got),
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // Caught up and live again.
+    h.edge_reads(BOB_EDGE);
+    h.submit("alice", "bob", "live");
+    assert_eq!(texts(&h.delivered(BOB_EDGE, BOB)), vec!["live"]);
+}
+
+#[test]
+fn a_full_control_stream_closes_the_edge_as_a_slow_consumer() {
+    let mut h = Harness::new(config());
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 4, 1024);
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    h.take_log(BOB_EDGE);
+    h.router.handle_send_full(
+        h.now,
+        Output::Send {
+            edge: BOB_EDGE,
+            channel: Channel::Control,
+            frame: CoreFrame::Synced { session: BOB },
+        },
+    );
+    h.drive();
+    assert_eq!(h.edges[&BOB_EDGE].closed, Some(ErrorCode::SlowConsumer));
+    // Bob's session is gone: a message to him is stored, not pushed to the dead edge.
+    h.submit("alice", "bob", "later");
+    assert!(h.take_log(BOB_EDGE).is_empty());
+    assert_eq!(h.stored("bob", 1).len(), 1);
+}
+
+#[test]
+fn expired_messages_are_deleted_and_free_the_inbox() {
+    let mut h = Harness::new(RouterConfig {
+        ttl_ms: 60_000,
+        inbox_max: 1,
+        expire_interval: Duration::from_secs(1),
+        ..config()
+    });
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 4, 1024);
+    h.submit("alice", "bob", "stale");
+    assert_eq!(h.stored("bob", 1).len(), 1);
+    h.advance(Duration::from_secs(61));
+    assert_eq!(h.stored("bob", 1).len(), 0, "expired and deleted");
+    h.take_log(ALICE_EDGE);
+    let key = h.submit("alice", "bob", "fresh");
+    assert_eq!(
+        accepted(&h.take_log(ALICE_EDGE)).first().map(|a| a.0),
+        Some(key),
+        "inbox freed"
+    );
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    assert_eq!(texts(&h.delivered(BOB_EDGE, BOB)), vec!["fresh"]);
+}
+
+#[test]
+fn the_same_device_attaching_again_replaces_the_older_session() {
+    let mut h = alice_and_bob(config());
+    h.attach(ALICE_EDGE, SessionId(300), "bob", 1);
+    assert_eq!(
+        h.take_log(BOB_EDGE),
+        vec![(
+            Channel::Control,
+            CoreFrame::Kick {
+                session: BOB,
+                code: ErrorCode::SessionReplaced
+            }
+        )]
+    );
+    h.take_log(ALICE_EDGE);
+    h.submit("alice", "bob", "where are you");
+    assert!(h.delivered(BOB_EDGE, BOB).is_empty());
+    assert_eq!(
+        texts(&h.delivered(ALICE_EDGE, SessionId(300))),
+        vec!["where are you"]
+    );
+}
+
+#[test]
+fn a_submit_for_a_user_of_another_shard_is_refused() {
+    let map = ShardMap::new(vec![ShardId(0), ShardId(1)]).unwrap();
+    let foreign = (0..100)
+        .map(|i| format!("user{i}"))
+        .find(|name| map.shard_of(&user(name)) == ShardId(1))
+        .unwrap();
+    let mut h = Harness::new(RouterConfig {
+        shard_map: map,
+        ..config()
+    });
+    h.connect(ALICE_EDGE, 4, 1024);
+    let key = h.submit("alice", &foreign, "hello?");
+    assert_eq!(
+        h.take_log(ALICE_EDGE),
+        vec![(
+            Channel::Control,
+            CoreFrame::Rejected {
+                session: ALICE,
+                key,
+                code: ErrorCode::Unavailable
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_failed_commit_is_retried_and_only_then_accepted() {
+    let mut h = alice_and_bob(config());
+    h.store.fail_commits.store(true, Ordering::SeqCst);
+    let key = h.submit("alice", "bob", "persist me");
+    assert!(
+        accepted(&h.take_log(ALICE_EDGE)).is_empty(),
+        "not safe while the disk fails"
+    );
+    assert!(h.router.stats().commit_failures >= 1);
+    h.store.fail_commits.store(false, Ordering::SeqCst);
+    h.advance(Duration::from_secs(1));
+    let acc = accepted(&h.take_log(ALICE_EDGE));
+    assert_eq!(acc.len(), 1);
+    assert_eq!(acc[0].0, key);
+    assert_eq!(h.stored("bob", 1), vec![acc[0].1.0]);
+}
+
+#[test]
+fn an_ack_for_a_message_on_disk_is_written_but_an_ack_for_a_pending_one_is_not() {
+    // Acks of messages that never reached the disk must not cost a write either,
+    // otherwise the in-memory shortcut saves the append but not the fsync.
+    let mut h = alice_and_bob(config());
+    h.auto_commit = false;
+    h.submit("alice", "bob", "first");
+    h.submit("alice", "bob", "second");
+    let got = h.delivered(BOB_EDGE, BOB);
+    h.ack(BOB_EDGE, BOB, &[got[0].id, got[1].id]);
+    h.auto_commit = true;
+    h.finish_commit();
+    h.drive();
+    let acks: Vec<Vec<IdRange>> = h
+        .committed
+        .iter()
+        .flat_map(|b| b.acks.iter().map(|a| a.ranges.clone()))
+        .collect();
+    assert_eq!(
+        acks,
+        vec![vec![IdRange::single(got[0].id)]],
+        "only the committing one"
+    );
+    assert_eq!(h.stored("bob", 1), Vec::<u64>::new());
+}
