@@ -88,7 +88,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { initial: Duration::from_millis(500), max: Duration::from_secs(30), jitter: 1.0 }
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            jitter: 1.0,
+        }
     }
 }
 
@@ -97,13 +101,24 @@ impl Backoff {
     /// uniformly from `[0, 1)`. Deterministic, so its bounds can be tested.
     pub fn delay(&self, attempt: u32, random: f64) -> Duration {
         let initial = self.initial.min(self.max);
-        let cap = initial.saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX)).min(self.max);
+        let cap = initial
+            .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+            .min(self.max);
         let floor = initial / 2;
         let spread = (cap - floor).as_secs_f64();
-        let jitter = self.jitter.clamp(0.0, 1.0);
-        let random = random.clamp(0.0, 1.0);
-        let delay = cap.saturating_sub(Duration::from_secs_f64(spread * jitter * random));
-        delay.max(floor)
+        // `clamp` lets NaN through; a NaN jitter (a broken config) means full jitter.
+        let jitter = if self.jitter.is_nan() {
+            1.0
+        } else {
+            self.jitter.clamp(0.0, 1.0)
+        };
+        let random = if random.is_nan() {
+            0.0
+        } else {
+            random.clamp(0.0, 1.0)
+        };
+        let off = Duration::try_from_secs_f64(spread * jitter * random).unwrap_or(Duration::ZERO);
+        cap.saturating_sub(off).max(floor)
     }
 }
 
@@ -131,7 +146,11 @@ pub fn device_id_from_file(path: &Path) -> io::Result<DeviceId> {
     let id = DeviceId(rand::random());
     // `create_new` so two processes starting at once agree on one id: the loser reads the
     // winner's file instead of overwriting it.
-    match fs::OpenOptions::new().write(true).create_new(true).open(path) {
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
         Ok(mut file) => {
             writeln!(file, "{:016x}", id.0)?;
             file.sync_all()?;
@@ -149,13 +168,18 @@ fn parse_device_id(text: &str, path: &Path) -> io::Result<DeviceId> {
     if text.is_empty() || text.len() > 16 {
         return Err(bad_device_file(path));
     }
-    u64::from_str_radix(text, 16).map(DeviceId).map_err(|_| bad_device_file(path))
+    u64::from_str_radix(text, 16)
+        .map(DeviceId)
+        .map_err(|_| bad_device_file(path))
 }
 
 fn bad_device_file(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("{} does not hold a device id (16 hexadecimal digits)", path.display()),
+        format!(
+            "{} does not hold a device id (16 hexadecimal digits)",
+            path.display()
+        ),
     )
 }
 
@@ -197,9 +221,24 @@ mod tests {
 
     #[test]
     fn without_jitter_the_backoff_doubles_up_to_the_max() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1), jitter: 0.0 };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            jitter: 0.0,
+        };
         let delays: Vec<u128> = (0..6).map(|n| b.delay(n, 0.7).as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn a_nan_in_the_backoff_config_does_not_panic() {
+        // Configs come from files; a bad value must not crash the reconnect loop.
+        let b = Backoff {
+            jitter: f64::NAN,
+            ..Backoff::default()
+        };
+        let d = b.delay(3, f64::NAN);
+        assert!(d >= b.initial / 2 && d <= b.max);
     }
 
     proptest! {

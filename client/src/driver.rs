@@ -54,8 +54,13 @@ type Dialing = Pin<Box<dyn Future<Output = Result<Link, ConnectError>> + Send>>;
 
 /// Where the connection is in its lifecycle.
 enum Phase {
-    Up { link: Box<Link>, since: Instant },
-    Waiting { until: tokio::time::Instant },
+    Up {
+        link: Box<Link>,
+        since: Instant,
+    },
+    Waiting {
+        until: tokio::time::Instant,
+    },
     Dialing(Dialing),
     /// After an error retrying cannot heal: waits for a new token or `close`.
     Stopped,
@@ -116,7 +121,9 @@ impl Driver {
     pub(crate) fn new(parts: DriverParts, link: Link) -> Self {
         let user = link.welcome.user.clone();
         let mut backlog = VecDeque::new();
-        backlog.push_back(Event::Connected { session: link.welcome.session });
+        backlog.push_back(Event::Connected {
+            session: link.welcome.session,
+        });
         Self {
             delivery: parts.delivery,
             params: parts.params,
@@ -127,7 +134,10 @@ impl Driver {
             events: parts.events,
             backlog,
             waiters: HashMap::new(),
-            phase: Phase::Up { link: Box::new(link), since: Instant::now() },
+            phase: Phase::Up {
+                link: Box::new(link),
+                since: Instant::now(),
+            },
             attempt: 0,
         }
     }
@@ -163,7 +173,9 @@ impl Driver {
                 event = phase_wait(&mut self.phase, read_lanes) => Wake::Phase(event),
             };
             match wake {
-                Wake::Command(Some(Command::Send { to, text, queued })) => self.queue(to, text, queued),
+                Wake::Command(Some(Command::Send { to, text, queued })) => {
+                    self.queue(to, text, queued)
+                }
                 Wake::Command(Some(Command::Close { done })) => {
                     self.shutdown().await;
                     let _ = done.send(());
@@ -202,7 +214,9 @@ impl Driver {
 
     fn on_shared(&mut self) {
         // A new token: retry now rather than after the backoff, or leave `Stopped`.
-        if self.shared.token_changed() && matches!(self.phase, Phase::Waiting { .. } | Phase::Stopped) {
+        if self.shared.token_changed()
+            && matches!(self.phase, Phase::Waiting { .. } | Phase::Stopped)
+        {
             self.attempt = 0;
             self.dial();
         }
@@ -230,14 +244,23 @@ impl Driver {
 
     fn on_connected(&mut self, link: Link) {
         if link.welcome.user != self.user {
-            let err = ConnectError::UserChanged { expected: self.user.clone(), got: link.welcome.user.clone() };
+            let err = ConnectError::UserChanged {
+                expected: self.user.clone(),
+                got: link.welcome.user.clone(),
+            };
             transport::close(&link.conn, ErrorCode::NoError, "token is for another user");
             return self.on_dial_failed(err);
         }
         tracing::info!(session = link.welcome.session.0, "connected");
-        self.delivery.handle_connected(Instant::now(), &link.welcome);
-        self.push(Event::Connected { session: link.welcome.session });
-        self.phase = Phase::Up { link: Box::new(link), since: Instant::now() };
+        self.delivery
+            .handle_connected(Instant::now(), &link.welcome);
+        self.push(Event::Connected {
+            session: link.welcome.session,
+        });
+        self.phase = Phase::Up {
+            link: Box::new(link),
+            since: Instant::now(),
+        };
     }
 
     fn on_lost(&mut self, err: &quinn::ConnectionError) {
@@ -263,7 +286,10 @@ impl Driver {
     fn on_dial_failed(&mut self, err: ConnectError) {
         tracing::info!(error = %err, "connect attempt failed");
         if err.is_permanent() {
-            self.push_status(Event::Disconnected { code: err.code(), reason: err.to_string() });
+            self.push_status(Event::Disconnected {
+                code: err.code(),
+                reason: err.to_string(),
+            });
             self.phase = Phase::Stopped;
         } else {
             self.push_status(Event::Error(err));
@@ -274,8 +300,13 @@ impl Driver {
     fn retry_later(&mut self) {
         let delay = self.backoff.delay(self.attempt, rand::random());
         self.attempt = self.attempt.saturating_add(1);
-        self.push_status(Event::Reconnecting { attempt: self.attempt, delay });
-        self.phase = Phase::Waiting { until: tokio::time::Instant::now() + delay };
+        self.push_status(Event::Reconnecting {
+            attempt: self.attempt,
+            delay,
+        });
+        self.phase = Phase::Waiting {
+            until: tokio::time::Instant::now() + delay,
+        };
     }
 
     fn dial(&mut self) {
@@ -336,7 +367,9 @@ impl Driver {
     /// Writes what the machine wants written. Waits while a stream's queue is full: the
     /// network is the bottleneck then, and the game's sends wait in the command queue.
     async fn flush_transmits(&mut self) {
-        let Phase::Up { link, .. } = &self.phase else { return };
+        let Phase::Up { link, .. } = &self.phase else {
+            return;
+        };
         while let Some(transmit) = self.delivery.poll_transmit() {
             let sent = match transmit.lane {
                 Some(lane) => link.lanes.lane(lane).send(transmit.frame).await,
@@ -353,9 +386,19 @@ impl Driver {
     }
 
     async fn shutdown(&mut self) {
+        // `ack` and `close` reach the driver by different paths (a shared buffer and the
+        // command queue), and `select!` may see the close first: collect the
+        // acknowledgements here too, or the game's last acks would be lost.
+        for id in self.shared.take_acks() {
+            self.delivery.ack(id);
+        }
         self.drain_events();
         self.flush_transmits().await;
         if let Phase::Up { link, .. } = &self.phase {
+            // Closing a QUIC connection discards stream data still in flight; wait until
+            // the edge has the last acknowledgements, or a message the game already
+            // handled would be delivered again next time.
+            let _ = tokio::time::timeout(CLOSE_GRACE, link.control.finish()).await;
             transport::close(&link.conn, ErrorCode::NoError, "closed by the client");
         }
         self.phase = Phase::Stopped;
@@ -363,7 +406,10 @@ impl Driver {
         let _ = tokio::time::timeout(CLOSE_GRACE, self.params.endpoint.wait_idle()).await;
         // Dropping the waiters answers their senders with `SendError::Closed`.
         self.waiters.clear();
-        self.push(Event::Disconnected { code: Some(ErrorCode::NoError), reason: "closed by the client".into() });
+        self.push(Event::Disconnected {
+            code: Some(ErrorCode::NoError),
+            reason: "closed by the client".into(),
+        });
         while let Some(event) = self.backlog.pop_front() {
             if self.events.try_send(event).is_err() {
                 break;

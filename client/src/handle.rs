@@ -68,7 +68,10 @@ impl Client {
         // The driver never acknowledges on `poll_event`: it only moves messages into the
         // event queue. `Events` acknowledges when the game takes them, if asked to.
         let auto_ack = config.delivery.auto_ack;
-        let delivery_config = DeliveryConfig { auto_ack: false, ..config.delivery.clone() };
+        let delivery_config = DeliveryConfig {
+            auto_ack: false,
+            ..config.delivery.clone()
+        };
         let mut delivery = Delivery::new(rand::random(), delivery_config);
         delivery.handle_connected(Instant::now(), &link.welcome);
 
@@ -90,8 +93,17 @@ impl Client {
             events: events_tx,
         };
         tokio::spawn(Driver::new(parts, link).run());
-        let events = Events { rx: events_rx, shared, auto_ack };
-        Ok((Client { inner: Arc::new(inner) }, events))
+        let events = Events {
+            rx: events_rx,
+            shared,
+            auto_ack,
+        };
+        Ok((
+            Client {
+                inner: Arc::new(inner),
+            },
+            events,
+        ))
     }
 
     /// Who this client is: the user id the edge verified from the token.
@@ -113,10 +125,22 @@ impl Client {
 
     /// Queues `text` for `to` and returns at once with a handle to its answer, so a game
     /// can send many messages without waiting for each.
-    pub async fn queue(&self, to: &UserId, text: impl Into<String>) -> Result<PendingSend, SendError> {
+    pub async fn queue(
+        &self,
+        to: &UserId,
+        text: impl Into<String>,
+    ) -> Result<PendingSend, SendError> {
         let (queued_tx, queued_rx) = oneshot::channel();
-        let command = Command::Send { to: to.clone(), text: text.into(), queued: queued_tx };
-        self.inner.commands.send(command).await.map_err(|_| SendError::Closed)?;
+        let command = Command::Send {
+            to: to.clone(),
+            text: text.into(),
+            queued: queued_tx,
+        };
+        self.inner
+            .commands
+            .send(command)
+            .await
+            .map_err(|_| SendError::Closed)?;
         let (key, answer) = queued_rx.await.map_err(|_| SendError::Closed)??;
         Ok(PendingSend { key, answer })
     }
@@ -141,7 +165,13 @@ impl Client {
     /// `Disconnected`.
     pub async fn close(&self) {
         let (done_tx, done_rx) = oneshot::channel();
-        if self.inner.commands.send(Command::Close { done: done_tx }).await.is_ok() {
+        if self
+            .inner
+            .commands
+            .send(Command::Close { done: done_tx })
+            .await
+            .is_ok()
+        {
             let _ = done_rx.await;
         }
     }

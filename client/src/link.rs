@@ -65,7 +65,10 @@ impl Link {
     }
 
     async fn dial_inner(params: &DialParams, token: String) -> Result<Link, ConnectError> {
-        let connecting = params.endpoint.connect_with(params.quic.clone(), params.edge, &params.server_name)?;
+        let connecting =
+            params
+                .endpoint
+                .connect_with(params.quic.clone(), params.edge, &params.server_name)?;
         let conn = connecting.await.map_err(ConnectError::from_connection)?;
         match Self::handshake(&conn, params.device, token).await {
             Ok(link) => Ok(link),
@@ -77,23 +80,53 @@ impl Link {
                     None => e,
                 };
                 if err.code() == Some(protocol::ErrorCode::ProtocolViolation) {
-                    transport::close(&conn, protocol::ErrorCode::ProtocolViolation, &err.to_string());
+                    transport::close(
+                        &conn,
+                        protocol::ErrorCode::ProtocolViolation,
+                        &err.to_string(),
+                    );
                 }
                 Err(err)
             }
         }
     }
 
-    async fn handshake(conn: &quinn::Connection, device: DeviceId, token: String) -> Result<Link, ConnectError> {
-        let (mut send, recv) = conn.open_bi().await.map_err(ConnectError::from_connection)?;
+    async fn handshake(
+        conn: &quinn::Connection,
+        device: DeviceId,
+        token: String,
+    ) -> Result<Link, ConnectError> {
+        let (mut send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(ConnectError::from_connection)?;
         let _ = send.set_priority(CONTROL_PRIORITY);
-        let hello = ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, token, device, capabilities: 0 });
-        transport::write_frame(&mut send, &hello).await.map_err(stream_error)?;
+        let hello = ClientFrame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            token,
+            device,
+            capabilities: 0,
+        });
+        transport::write_frame(&mut send, &hello)
+            .await
+            .map_err(stream_error)?;
         let mut control_recv = FramedRecv::new(recv);
-        let welcome = match control_recv.next::<ServerFrame>().await.map_err(stream_error)? {
+        let welcome = match control_recv
+            .next::<ServerFrame>()
+            .await
+            .map_err(stream_error)?
+        {
             Some(ServerFrame::Welcome(welcome)) => welcome,
-            Some(other) => return Err(ConnectError::Protocol(format!("expected Welcome, got {other:?}"))),
-            None => return Err(ConnectError::Protocol("control stream ended before Welcome".into())),
+            Some(other) => {
+                return Err(ConnectError::Protocol(format!(
+                    "expected Welcome, got {other:?}"
+                )));
+            }
+            None => {
+                return Err(ConnectError::Protocol(
+                    "control stream ended before Welcome".into(),
+                ));
+            }
         };
         let lanes = LaneSenders::open(conn, welcome.limits.lanes, LANE_QUEUE, LANE_PRIORITY)
             .await
@@ -104,7 +137,14 @@ impl Link {
         tokio::spawn(read_stream(conn.clone(), control_recv, control_tx));
         let (lane_tx, lane_rx) = mpsc::channel(LANE_INBOUND_QUEUE);
         tokio::spawn(accept_lanes(conn.clone(), lane_tx));
-        Ok(Link { conn: conn.clone(), welcome, control, lanes, control_rx, lane_rx })
+        Ok(Link {
+            conn: conn.clone(),
+            welcome,
+            control,
+            lanes,
+            control_rx,
+            lane_rx,
+        })
     }
 }
 
@@ -136,7 +176,11 @@ async fn accept_lanes(conn: quinn::Connection, tx: mpsc::Sender<ServerFrame>) {
 
 /// Forwards frames from one stream to the driver until the stream ends, the connection
 /// fails, or the driver is gone. A malformed frame closes the connection.
-async fn read_stream(conn: quinn::Connection, mut framed: FramedRecv, tx: mpsc::Sender<ServerFrame>) {
+async fn read_stream(
+    conn: quinn::Connection,
+    mut framed: FramedRecv,
+    tx: mpsc::Sender<ServerFrame>,
+) {
     loop {
         match framed.next::<ServerFrame>().await {
             Ok(Some(frame)) => {

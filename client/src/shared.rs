@@ -36,7 +36,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     pub(crate) fn new(token: String) -> Self {
-        Self { acks: Mutex::default(), token: Mutex::new(Token { token, changed: false }), wake: Notify::new() }
+        Self {
+            acks: Mutex::default(),
+            token: Mutex::new(Token {
+                token,
+                changed: false,
+            }),
+            wake: Notify::new(),
+        }
     }
 
     pub(crate) fn ack(&self, id: MessageId) {
@@ -45,7 +52,10 @@ impl Shared {
             if acks.len() < ACK_BUFFER_MAX {
                 acks.push(id);
             } else {
-                tracing::warn!(id = id.0, "acknowledgement buffer full; the message will be replayed");
+                tracing::warn!(
+                    id = id.0,
+                    "acknowledgement buffer full; the message will be replayed"
+                );
             }
         }
         self.wake.notify_one();
@@ -56,7 +66,10 @@ impl Shared {
     }
 
     pub(crate) fn set_token(&self, token: String) {
-        *lock(&self.token) = Token { token, changed: true };
+        *lock(&self.token) = Token {
+            token,
+            changed: true,
+        };
         self.wake.notify_one();
     }
 

@@ -2,25 +2,43 @@
 //! handshake, sending and receiving, refusals, reconnects, the outbox surviving them, and
 //! closing. (End-to-end tests against the real edge and core live elsewhere.)
 
+// Helpers panic on failure, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod fake_edge;
 
 use std::time::Duration;
 
-use client::{Backoff, Client, ClientConfig, ConnectError, DeviceId, ErrorCode, Event, Events, Message, SendError, UserId};
+use client::{
+    Backoff, Client, ClientConfig, ConnectError, DeviceId, ErrorCode, Event, Events, Message,
+    SendError, UserId,
+};
 use fake_edge::FakeEdge;
 
 /// Bounds every wait on an event, so a bug fails the test instead of hanging it.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
 
 fn config(edge: &FakeEdge, token: &str) -> ClientConfig {
-    let mut config = ClientConfig::new(edge.addr, transport::pki::DEV_SERVER_NAME, edge.roots.clone(), token, DeviceId(rand::random()));
+    let mut config = ClientConfig::new(
+        edge.addr,
+        transport::pki::DEV_SERVER_NAME,
+        edge.roots.clone(),
+        token,
+        DeviceId(rand::random()),
+    );
     // Quick retries keep the reconnect tests short; the schedule itself is unit-tested.
-    config.reconnect = Backoff { initial: Duration::from_millis(20), max: Duration::from_millis(100), jitter: 1.0 };
+    config.reconnect = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(100),
+        jitter: 1.0,
+    };
     config
 }
 
 async fn connect(edge: &FakeEdge, user: &str) -> (Client, Events) {
-    Client::connect(config(edge, &format!("user:{user}"))).await.unwrap()
+    Client::connect(config(edge, &format!("user:{user}")))
+        .await
+        .unwrap()
 }
 
 fn user(id: &str) -> UserId {
@@ -40,7 +58,10 @@ async fn next_message(events: &mut Events) -> Message {
     loop {
         match next(events).await {
             Event::Message(m) => return m,
-            Event::Connected { .. } | Event::Synced | Event::Reconnecting { .. } | Event::Disconnected { .. } => {}
+            Event::Connected { .. }
+            | Event::Synced
+            | Event::Reconnecting { .. }
+            | Event::Disconnected { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -54,7 +75,10 @@ async fn two_clients_exchange_messages_in_order() {
     let (bob, mut bob_events) = connect(&edge, "bob").await;
     assert_eq!(alice.user(), &user("alice"));
     assert_eq!(bob.name(), "bob!");
-    assert!(matches!(next(&mut bob_events).await, Event::Connected { .. }));
+    assert!(matches!(
+        next(&mut bob_events).await,
+        Event::Connected { .. }
+    ));
 
     for i in 0..20 {
         let accepted = alice.send(&user("bob"), format!("hi {i}")).await.unwrap();
@@ -62,7 +86,10 @@ async fn two_clients_exchange_messages_in_order() {
     }
     for i in 0..20 {
         let m = next_message(&mut bob_events).await;
-        assert_eq!((m.from.as_str(), m.text.as_str()), ("alice", format!("hi {i}").as_str()));
+        assert_eq!(
+            (m.from.as_str(), m.text.as_str()),
+            ("alice", format!("hi {i}").as_str())
+        );
     }
 }
 
@@ -71,7 +98,16 @@ async fn a_refused_token_is_a_clear_connect_error() {
     // A game must be able to tell "get a new token" from "the network is down".
     let edge = FakeEdge::start().await;
     let err = Client::connect(config(&edge, "expired")).await.unwrap_err();
-    assert!(matches!(err, ConnectError::Refused { code: ErrorCode::TokenExpired, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ConnectError::Refused {
+                code: ErrorCode::TokenExpired,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.is_permanent());
     let err = Client::connect(config(&edge, "forged")).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unauthenticated));
@@ -86,7 +122,10 @@ async fn acknowledged_messages_are_deleted_by_the_server() {
     alice.send(&user("bob"), "ack me").await.unwrap();
     assert_eq!(edge.stored_for("bob"), 1, "stored until acknowledged");
     next_message(&mut bob_events).await;
-    assert!(edge.wait_all_acknowledged("bob", EVENT_WAIT).await, "never acknowledged");
+    assert!(
+        edge.wait_all_acknowledged("bob", EVENT_WAIT).await,
+        "never acknowledged"
+    );
 }
 
 #[tokio::test]
@@ -95,7 +134,10 @@ async fn after_a_kick_the_client_reconnects_and_receives_what_came_meanwhile() {
     let edge = FakeEdge::start().await;
     let (alice, _a) = connect(&edge, "alice").await;
     let (_bob, mut bob_events) = connect(&edge, "bob").await;
-    assert!(matches!(next(&mut bob_events).await, Event::Connected { .. }));
+    assert!(matches!(
+        next(&mut bob_events).await,
+        Event::Connected { .. }
+    ));
     assert!(matches!(next(&mut bob_events).await, Event::Synced));
 
     edge.kick("bob", ErrorCode::ServerShutdown);
@@ -104,7 +146,10 @@ async fn after_a_kick_the_client_reconnects_and_receives_what_came_meanwhile() {
         other => panic!("expected Disconnected, got {other:?}"),
     }
     // Sent while bob is (probably) away: stored, then replayed on his reconnect.
-    alice.send(&user("bob"), "while you were out").await.unwrap();
+    alice
+        .send(&user("bob"), "while you were out")
+        .await
+        .unwrap();
     loop {
         match next(&mut bob_events).await {
             Event::Reconnecting { attempt, delay } => {
@@ -116,7 +161,10 @@ async fn after_a_kick_the_client_reconnects_and_receives_what_came_meanwhile() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(next_message(&mut bob_events).await.text, "while you were out");
+    assert_eq!(
+        next_message(&mut bob_events).await.text,
+        "while you were out"
+    );
 }
 
 #[tokio::test]
@@ -134,9 +182,19 @@ async fn the_outbox_survives_a_reconnect_and_the_recipient_shows_the_resend_once
 
     edge.set_silent(false);
     edge.kick("alice", ErrorCode::ServerShutdown);
-    let accepted = tokio::time::timeout(EVENT_WAIT, pending.accepted()).await.unwrap().unwrap();
-    assert_eq!(edge.received_from("alice"), vec!["keep me", "keep me"], "re-sent once");
-    assert!(matches!(next(&mut alice_events).await, Event::Connected { .. }));
+    let accepted = tokio::time::timeout(EVENT_WAIT, pending.accepted())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        edge.received_from("alice"),
+        vec!["keep me", "keep me"],
+        "re-sent once"
+    );
+    assert!(matches!(
+        next(&mut alice_events).await,
+        Event::Connected { .. }
+    ));
 
     // A later message arrives after the re-send, and the re-send was not shown again.
     let later = alice.send(&user("bob"), "later").await.unwrap();
@@ -149,7 +207,10 @@ async fn a_permanent_error_stops_reconnecting_until_a_new_token() {
     // Retrying with an expired token only hammers the server; the game must refresh it.
     let edge = FakeEdge::start().await;
     let (bob, mut bob_events) = connect(&edge, "bob").await;
-    assert!(matches!(next(&mut bob_events).await, Event::Connected { .. }));
+    assert!(matches!(
+        next(&mut bob_events).await,
+        Event::Connected { .. }
+    ));
     assert!(matches!(next(&mut bob_events).await, Event::Synced));
     edge.kick("bob", ErrorCode::TokenExpired);
     match next(&mut bob_events).await {
@@ -158,7 +219,10 @@ async fn a_permanent_error_stops_reconnecting_until_a_new_token() {
     }
     bob.set_token("user:bob");
     // No Reconnecting came before the new token: the next event is the new connection.
-    assert!(matches!(next(&mut bob_events).await, Event::Connected { .. }));
+    assert!(matches!(
+        next(&mut bob_events).await,
+        Event::Connected { .. }
+    ));
 }
 
 #[tokio::test]
@@ -170,12 +234,27 @@ async fn closing_answers_pending_sends_and_ends_the_events() {
     let pending = alice.queue(&user("bob"), "never answered").await.unwrap();
     alice.close().await;
     assert_eq!(pending.accepted().await, Err(SendError::Closed));
-    assert!(matches!(alice.send(&user("bob"), "late").await, Err(SendError::Closed)));
+    assert!(matches!(
+        alice.send(&user("bob"), "late").await,
+        Err(SendError::Closed)
+    ));
     let mut last = None;
-    while let Some(event) = tokio::time::timeout(EVENT_WAIT, alice_events.next()).await.unwrap() {
+    while let Some(event) = tokio::time::timeout(EVENT_WAIT, alice_events.next())
+        .await
+        .unwrap()
+    {
         last = Some(event);
     }
-    assert!(matches!(last, Some(Event::Disconnected { code: Some(ErrorCode::NoError), .. })), "{last:?}");
+    assert!(
+        matches!(
+            last,
+            Some(Event::Disconnected {
+                code: Some(ErrorCode::NoError),
+                ..
+            })
+        ),
+        "{last:?}"
+    );
 }
 
 #[tokio::test]
@@ -185,7 +264,10 @@ async fn local_errors_come_back_at_once() {
     let (alice, _a) = connect(&edge, "alice").await;
     let err = alice.send(&user("bob"), "").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidText));
-    let err = alice.send(&user("bob"), "x".repeat(5000)).await.unwrap_err();
+    let err = alice
+        .send(&user("bob"), "x".repeat(5000))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TextTooLarge));
     assert!(edge.received_from("alice").is_empty());
 }
@@ -205,7 +287,10 @@ async fn a_game_that_stops_draining_events_loses_nothing() {
     }
     // Answers keep flowing to alice although bob reads nothing.
     for p in pending {
-        tokio::time::timeout(EVENT_WAIT, p.accepted()).await.unwrap().unwrap();
+        tokio::time::timeout(EVENT_WAIT, p.accepted())
+            .await
+            .unwrap()
+            .unwrap();
     }
     for i in 0..300 {
         assert_eq!(next_message(&mut bob_events).await.text, format!("m{i}"));

@@ -132,7 +132,9 @@ pub struct TokenVerifier {
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key: for HS256 it is the shared secret.
-        f.debug_struct("TokenVerifier").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("TokenVerifier")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -143,7 +145,10 @@ impl TokenVerifier {
         if secret.is_empty() {
             return Err(AuthError::InvalidKey("the HS256 secret is empty".into()));
         }
-        Ok(Self::new(Algorithm::HS256, DecodingKey::from_secret(secret)))
+        Ok(Self::new(
+            Algorithm::HS256,
+            DecodingKey::from_secret(secret),
+        ))
     }
 
     /// A verifier for EdDSA (Ed25519) tokens, given the public key as PEM
@@ -155,7 +160,11 @@ impl TokenVerifier {
         // length here so a bad key file fails at startup instead of on the first token.
         match key.try_get_as_bytes() {
             Ok(bytes) if bytes.len() == 32 => {}
-            _ => return Err(AuthError::InvalidKey("Ed25519 public key is not 32 bytes".into())),
+            _ => {
+                return Err(AuthError::InvalidKey(
+                    "Ed25519 public key is not 32 bytes".into(),
+                ));
+            }
         }
         Ok(Self::new(Algorithm::EdDSA, key))
     }
@@ -168,7 +177,11 @@ impl TokenVerifier {
         validation.validate_nbf = true;
         // quichat tokens name no audience; the edge is the only consumer.
         validation.validate_aud = false;
-        Self { algorithm, key, validation }
+        Self {
+            algorithm,
+            key,
+            validation,
+        }
     }
 
     /// The algorithm this verifier accepts, as written in a JWT header.
@@ -188,7 +201,9 @@ impl TokenVerifier {
         let sub = claims.sub.ok_or(AuthError::MissingSubject)?;
         let user = UserId::new(sub).map_err(AuthError::InvalidSubject)?;
         let name = match claims.name {
-            Some(name) if !name.is_empty() => truncate_to_char_boundary(name, DISPLAY_NAME_BYTES_MAX),
+            Some(name) if !name.is_empty() => {
+                truncate_to_char_boundary(name, DISPLAY_NAME_BYTES_MAX)
+            }
             _ => user.as_str().to_owned(),
         };
         Ok(Identity { user, name })
@@ -201,12 +216,15 @@ impl TokenVerifier {
         let (Some(header), Some(_claims), Some(_signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(AuthError::Malformed("a JWT has three dot-separated parts".into()));
+            return Err(AuthError::Malformed(
+                "a JWT has three dot-separated parts".into(),
+            ));
         };
         let header = base64url_decode(header)
             .ok_or_else(|| AuthError::Malformed("header is not base64url".into()))?;
-        let header: RawHeader = serde_json::from_slice(&header)
-            .map_err(|e| AuthError::Malformed(format!("header is not a JSON object with `alg`: {e}")))?;
+        let header: RawHeader = serde_json::from_slice(&header).map_err(|e| {
+            AuthError::Malformed(format!("header is not a JSON object with `alg`: {e}"))
+        })?;
         let expected = self.algorithm_name();
         if header.alg.eq_ignore_ascii_case("none") {
             return Err(AuthError::Unsigned { expected });
@@ -300,7 +318,10 @@ pub fn load_hs256_secret(path: &Path) -> Result<Vec<u8>, AuthError> {
         bytes.pop();
     }
     if bytes.is_empty() {
-        return Err(AuthError::InvalidKey(format!("{} is empty", path.display())));
+        return Err(AuthError::InvalidKey(format!(
+            "{} is empty",
+            path.display()
+        )));
     }
     Ok(bytes)
 }
@@ -327,7 +348,13 @@ pub fn mint_hs256(
     if secret.is_empty() {
         return Err(AuthError::InvalidKey("the HS256 secret is empty".into()));
     }
-    mint(Algorithm::HS256, &EncodingKey::from_secret(secret), user, name, ttl)
+    mint(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(secret),
+        user,
+        name,
+        ttl,
+    )
 }
 
 /// Mints an EdDSA (Ed25519) token for `user`, valid for `ttl`, given the private key as
@@ -374,7 +401,10 @@ mod tests {
     }
 
     fn now_secs() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     /// Encodes base64url without padding (the inverse of `base64url_decode`).
@@ -395,8 +425,12 @@ mod tests {
     }
 
     fn hs256_token(claims: &serde_json::Value) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(SECRET))
-            .unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
     }
 
     fn ed25519_pair() -> (String, String) {
@@ -410,15 +444,32 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37)).collect();
             assert_eq!(base64url_decode(&b64(&data)).as_deref(), Some(&data[..]));
         }
-        assert_eq!(base64url_decode("a"), None, "one leftover character is never valid");
-        assert_eq!(base64url_decode("ab+c"), None, "standard alphabet is not base64url");
+        assert_eq!(
+            base64url_decode("a"),
+            None,
+            "one leftover character is never valid"
+        );
+        assert_eq!(
+            base64url_decode("ab+c"),
+            None,
+            "standard alphabet is not base64url"
+        );
     }
 
     #[test]
     fn a_minted_hs256_token_verifies_to_its_user_and_name() {
         let token = mint_hs256(SECRET, &alice(), Some("Alice"), Duration::from_secs(60)).unwrap();
-        let id = TokenVerifier::hs256(SECRET).unwrap().verify(&token).unwrap();
-        assert_eq!(id, Identity { user: alice(), name: "Alice".into() });
+        let id = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .verify(&token)
+            .unwrap();
+        assert_eq!(
+            id,
+            Identity {
+                user: alice(),
+                name: "Alice".into()
+            }
+        );
     }
 
     #[test]
@@ -437,7 +488,10 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused_with_token_expired() {
         let token = hs256_token(&serde_json::json!({"sub": "alice", "exp": now_secs() - 60}));
-        let err = TokenVerifier::hs256(SECRET).unwrap().verify(&token).unwrap_err();
+        let err = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .verify(&token)
+            .unwrap_err();
         assert_eq!(err, AuthError::Expired);
         assert_eq!(err.code(), ErrorCode::TokenExpired);
     }
@@ -446,18 +500,30 @@ mod tests {
     fn a_token_without_exp_is_refused() {
         // A token that never expires cannot be revoked by waiting: refuse it.
         let token = hs256_token(&serde_json::json!({"sub": "alice"}));
-        let err = TokenVerifier::hs256(SECRET).unwrap().verify(&token).unwrap_err();
+        let err = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .verify(&token)
+            .unwrap_err();
         assert_eq!(err, AuthError::MissingExpiry);
         assert_eq!(err.code(), ErrorCode::Unauthenticated);
         let token = hs256_token(&serde_json::json!({"sub": "alice", "exp": "tomorrow"}));
-        let err = TokenVerifier::hs256(SECRET).unwrap().verify(&token).unwrap_err();
-        assert!(matches!(err, AuthError::MissingExpiry | AuthError::Malformed(_)), "{err:?}");
+        let err = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .verify(&token)
+            .unwrap_err();
+        assert!(
+            matches!(err, AuthError::MissingExpiry | AuthError::Malformed(_)),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn a_token_signed_with_another_secret_is_refused_as_forged() {
         let token = mint_hs256(b"not the secret", &alice(), None, Duration::from_secs(60)).unwrap();
-        let err = TokenVerifier::hs256(SECRET).unwrap().verify(&token).unwrap_err();
+        let err = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .verify(&token)
+            .unwrap_err();
         assert_eq!(err, AuthError::BadSignature);
         assert_eq!(err.code(), ErrorCode::Unauthenticated);
     }
@@ -469,7 +535,10 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let forged_claims = b64(format!(r#"{{"sub":"bob","exp":{}}}"#, now_secs() + 60).as_bytes());
         let forged = format!("{}.{}.{}", parts[0], forged_claims, parts[2]);
-        let err = TokenVerifier::hs256(SECRET).unwrap().verify(&forged).unwrap_err();
+        let err = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .verify(&forged)
+            .unwrap_err();
         assert_eq!(err, AuthError::BadSignature);
     }
 
@@ -478,7 +547,10 @@ mod tests {
         let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
         let claims = b64(format!(r#"{{"sub":"alice","exp":{}}}"#, now_secs() + 60).as_bytes());
         let token = format!("{header}.{claims}.");
-        let err = TokenVerifier::hs256(SECRET).unwrap().verify(&token).unwrap_err();
+        let err = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .verify(&token)
+            .unwrap_err();
         assert_eq!(err, AuthError::Unsigned { expected: "HS256" });
         assert_eq!(err.code(), ErrorCode::Unauthenticated);
     }
@@ -486,8 +558,17 @@ mod tests {
     #[test]
     fn eddsa_tokens_verify_with_the_public_key() {
         let (private, public) = ed25519_pair();
-        let token = mint_eddsa(private.as_bytes(), &alice(), Some("A"), Duration::from_secs(60)).unwrap();
-        let id = TokenVerifier::eddsa_pem(public.as_bytes()).unwrap().verify(&token).unwrap();
+        let token = mint_eddsa(
+            private.as_bytes(),
+            &alice(),
+            Some("A"),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let id = TokenVerifier::eddsa_pem(public.as_bytes())
+            .unwrap()
+            .verify(&token)
+            .unwrap();
         assert_eq!(id.user, alice());
     }
 
@@ -499,20 +580,40 @@ mod tests {
         let hs_with_public_key =
             mint_hs256(public.as_bytes(), &alice(), None, Duration::from_secs(60)).unwrap();
         let err = eddsa.verify(&hs_with_public_key).unwrap_err();
-        assert_eq!(err, AuthError::WrongAlgorithm { expected: "EdDSA", found: "HS256".into() });
+        assert_eq!(
+            err,
+            AuthError::WrongAlgorithm {
+                expected: "EdDSA",
+                found: "HS256".into()
+            }
+        );
         assert_eq!(err.code(), ErrorCode::Unauthenticated);
 
-        let ed_token = mint_eddsa(private.as_bytes(), &alice(), None, Duration::from_secs(60)).unwrap();
-        let err = TokenVerifier::hs256(SECRET).unwrap().verify(&ed_token).unwrap_err();
-        assert_eq!(err, AuthError::WrongAlgorithm { expected: "HS256", found: "EdDSA".into() });
+        let ed_token =
+            mint_eddsa(private.as_bytes(), &alice(), None, Duration::from_secs(60)).unwrap();
+        let err = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .verify(&ed_token)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            AuthError::WrongAlgorithm {
+                expected: "HS256",
+                found: "EdDSA".into()
+            }
+        );
     }
 
     #[test]
     fn an_eddsa_token_from_another_key_is_refused_as_forged() {
         let (private, _) = ed25519_pair();
         let (_, other_public) = ed25519_pair();
-        let token = mint_eddsa(private.as_bytes(), &alice(), None, Duration::from_secs(60)).unwrap();
-        let err = TokenVerifier::eddsa_pem(other_public.as_bytes()).unwrap().verify(&token).unwrap_err();
+        let token =
+            mint_eddsa(private.as_bytes(), &alice(), None, Duration::from_secs(60)).unwrap();
+        let err = TokenVerifier::eddsa_pem(other_public.as_bytes())
+            .unwrap()
+            .verify(&token)
+            .unwrap_err();
         assert_eq!(err, AuthError::BadSignature);
     }
 
@@ -521,15 +622,35 @@ mod tests {
         let verifier = TokenVerifier::hs256(SECRET).unwrap();
         let exp = now_secs() + 60;
         let no_sub = hs256_token(&serde_json::json!({"exp": exp}));
-        assert_eq!(verifier.verify(&no_sub).unwrap_err(), AuthError::MissingSubject);
+        assert_eq!(
+            verifier.verify(&no_sub).unwrap_err(),
+            AuthError::MissingSubject
+        );
         let bad_sub = hs256_token(&serde_json::json!({"sub": "a\nb", "exp": exp}));
-        assert!(matches!(verifier.verify(&bad_sub).unwrap_err(), AuthError::InvalidSubject(_)));
-        for garbage in ["", "a.b", "a.b.c.d", "!!!.???.###", "e30.e30.", "\u{0}.\u{1}.\u{2}"] {
+        assert!(matches!(
+            verifier.verify(&bad_sub).unwrap_err(),
+            AuthError::InvalidSubject(_)
+        ));
+        for garbage in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "!!!.???.###",
+            "e30.e30.",
+            "\u{0}.\u{1}.\u{2}",
+        ] {
             let err = verifier.verify(garbage).unwrap_err();
-            assert_eq!(err.code(), ErrorCode::Unauthenticated, "{garbage:?} gave {err:?}");
+            assert_eq!(
+                err.code(),
+                ErrorCode::Unauthenticated,
+                "{garbage:?} gave {err:?}"
+            );
         }
         let huge = "a".repeat(TOKEN_BYTES_MAX + 1);
-        assert_eq!(verifier.verify(&huge).unwrap_err(), AuthError::TooLong(TOKEN_BYTES_MAX + 1));
+        assert_eq!(
+            verifier.verify(&huge).unwrap_err(),
+            AuthError::TooLong(TOKEN_BYTES_MAX + 1)
+        );
     }
 
     #[test]
@@ -539,15 +660,27 @@ mod tests {
         std::fs::write(&path, b"s3cret\n").unwrap();
         assert_eq!(load_hs256_secret(&path).unwrap(), b"s3cret");
         std::fs::write(&path, b" \n").unwrap();
-        assert!(matches!(load_hs256_secret(&path), Err(AuthError::InvalidKey(_))));
+        assert!(matches!(
+            load_hs256_secret(&path),
+            Err(AuthError::InvalidKey(_))
+        ));
     }
 
     #[test]
     fn unusable_keys_are_refused_at_construction() {
-        assert!(matches!(TokenVerifier::hs256(b""), Err(AuthError::InvalidKey(_))));
-        assert!(matches!(TokenVerifier::eddsa_pem(b"not a pem"), Err(AuthError::InvalidKey(_))));
+        assert!(matches!(
+            TokenVerifier::hs256(b""),
+            Err(AuthError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            TokenVerifier::eddsa_pem(b"not a pem"),
+            Err(AuthError::InvalidKey(_))
+        ));
         let (private, _) = ed25519_pair();
         // A private key where the public one belongs is a configuration mistake.
-        assert!(matches!(TokenVerifier::eddsa_pem(private.as_bytes()), Err(AuthError::InvalidKey(_))));
+        assert!(matches!(
+            TokenVerifier::eddsa_pem(private.as_bytes()),
+            Err(AuthError::InvalidKey(_))
+        ));
     }
 }

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use protocol::ErrorCode;
 use protocol::frames::STREAM_KIND_LANE;
 use protocol::frames::client::{ClientFrame, Rejected, SendMessage, ServerFrame};
 use protocol::frames::link::{Attach, Submit};
-use protocol::ErrorCode;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use transport::{FramedRecv, LaneSenders, StreamError, spawn_writer};
@@ -44,7 +44,14 @@ pub(crate) async fn serve(
         Counters::bump(&shared.counters.refused);
         return;
     };
-    let Welcomed { conn, identity, device, session: id, control_send, control_recv } = welcomed;
+    let Welcomed {
+        conn,
+        identity,
+        device,
+        session: id,
+        control_send,
+        control_recv,
+    } = welcomed;
 
     let lanes = match LaneSenders::open(
         &conn,
@@ -78,7 +85,10 @@ pub(crate) async fn serve(
     });
     shared.registry.insert(session.clone());
     Counters::bump(&shared.counters.clients_total);
-    shared.counters.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .counters
+        .clients
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(%remote, session = id.0, user = %session.user, "client welcomed");
     let home = shared.links[session.home_link].clone();
     home.command(LinkCommand::Attach(Attach {
@@ -112,7 +122,10 @@ pub(crate) async fn serve(
     tasks.shutdown().await;
     shared.registry.remove(id);
     home.command(LinkCommand::Detach(id)).await;
-    shared.counters.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .counters
+        .clients
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Reads the client's control stream after `Hello`: acknowledgements only.
@@ -126,11 +139,18 @@ async fn read_control(
         match recv.next::<ClientFrame>().await {
             Ok(Some(ClientFrame::Ack(ack))) => {
                 if !ack.ranges.is_empty() {
-                    home.command(LinkCommand::Ack { session: session.id, ranges: ack.ranges }).await;
+                    home.command(LinkCommand::Ack {
+                        session: session.id,
+                        ranges: ack.ranges,
+                    })
+                    .await;
                 }
             }
             Ok(Some(ClientFrame::Hello(_))) => {
-                return Err(SessionEnd::new(ErrorCode::HelloExpected, "Hello sent twice"));
+                return Err(SessionEnd::new(
+                    ErrorCode::HelloExpected,
+                    "Hello sent twice",
+                ));
             }
             Ok(Some(ClientFrame::Send(_))) => {
                 return Err(SessionEnd::new(
@@ -223,7 +243,14 @@ async fn accept_send(shared: &Shared, session: &Session, message: SendMessage) {
         Counters::bump(&shared.counters.rejected);
         // Waits for room: a client that does not read its answers slows its own sending.
         // An error means the client is going away; nothing to answer then.
-        let _ = session.control.send(ServerFrame::Rejected(Rejected { key: message.key, code, detail })).await;
+        let _ = session
+            .control
+            .send(ServerFrame::Rejected(Rejected {
+                key: message.key,
+                code,
+                detail,
+            }))
+            .await;
         return;
     }
     // The sender is always the verified token identity, never anything the client said.
@@ -238,7 +265,9 @@ async fn accept_send(shared: &Shared, session: &Session, message: SendMessage) {
     };
     // Back-pressure: while the in-flight map is full this lane (and, as they reach this
     // point, the client's other lanes) stops being read until the core answers.
-    let Some(slot) = session.inflight.reserve().await else { return };
+    let Some(slot) = session.inflight.reserve().await else {
+        return;
+    };
     let link = shared.link_index(&submit.to);
     session.inflight.insert(link, submit, slot);
     Counters::bump(&shared.counters.messages_in);

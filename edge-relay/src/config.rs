@@ -21,7 +21,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use protocol::limits::{EDGE_NAME_BYTES_MAX, LANES_DEFAULT, LANES_MAX, TEXT_BYTES_MAX_CEILING, TEXT_BYTES_MAX_DEFAULT};
+use protocol::limits::{
+    EDGE_NAME_BYTES_MAX, LANES_DEFAULT, LANES_MAX, TEXT_BYTES_MAX_CEILING, TEXT_BYTES_MAX_DEFAULT,
+};
 use serde::Deserialize;
 
 use crate::error::EdgeError;
@@ -96,7 +98,10 @@ pub struct CoreConfig {
 impl CoreConfig {
     /// A core at `address`, checked against `server_name`.
     pub fn new(address: impl Into<String>, server_name: impl Into<String>) -> Self {
-        Self { address: address.into(), server_name: Some(server_name.into()) }
+        Self {
+            address: address.into(),
+            server_name: Some(server_name.into()),
+        }
     }
 
     /// The name to check the core's certificate against.
@@ -204,7 +209,10 @@ impl EdgeConfig {
             return bad("send_per_second and send_burst must be at least 1".into());
         }
         if self.lanes == 0 || self.lanes > LANES_MAX {
-            return bad(format!("lanes is {}; it must be between 1 and {LANES_MAX}", self.lanes));
+            return bad(format!(
+                "lanes is {}; it must be between 1 and {LANES_MAX}",
+                self.lanes
+            ));
         }
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".into());
@@ -291,7 +299,10 @@ mod tests {
         let text = format!("text_bytes_max = 100\nlanes = 1\nname = \"eu-1\"\n{text}");
         let config = EdgeConfig::from_toml_str(&text).unwrap();
         assert_eq!(config.auth, AuthConfig::EddsaPublicKeyFile("secret".into()));
-        assert_eq!((config.text_bytes_max, config.lanes, config.name.as_str()), (100, 1, "eu-1"));
+        assert_eq!(
+            (config.text_bytes_max, config.lanes, config.name.as_str()),
+            (100, 1, "eu-1")
+        );
     }
 
     #[test]
@@ -302,15 +313,24 @@ mod tests {
         assert!(EdgeConfig::from_toml_str(&too_big).is_err());
         assert!(EdgeConfig::from_toml_str(&format!("lanes = 0\n{MINIMAL}")).is_err());
         let both_keys = format!("{MINIMAL}\neddsa_public_key_file = \"k.pem\"\n");
-        assert!(EdgeConfig::from_toml_str(&both_keys).is_err(), "only one token key");
+        assert!(
+            EdgeConfig::from_toml_str(&both_keys).is_err(),
+            "only one token key"
+        );
     }
 
     #[test]
     fn the_server_name_defaults_to_the_host() {
-        let core = |address: &str| CoreConfig { address: address.into(), server_name: None };
+        let core = |address: &str| CoreConfig {
+            address: address.into(),
+            server_name: None,
+        };
         assert_eq!(core("127.0.0.1:4434").server_name(), "127.0.0.1");
         assert_eq!(core("[::1]:4434").server_name(), "::1");
         assert_eq!(core("core.internal").server_name(), "core.internal");
-        assert_eq!(CoreConfig::new("127.0.0.1:1", "localhost").server_name(), "localhost");
+        assert_eq!(
+            CoreConfig::new("127.0.0.1:1", "localhost").server_name(),
+            "localhost"
+        );
     }
 }

@@ -50,22 +50,34 @@ impl Edge {
         let client_config = tls::client_config(
             tls::load_certs(&config.core_ca)?,
             ALPN_CORE,
-            Some((tls::load_certs(&config.client_cert)?, tls::load_key(&config.client_key)?)),
+            Some((
+                tls::load_certs(&config.client_cert)?,
+                tls::load_key(&config.client_key)?,
+            )),
             &TransportProfile::core_link(),
         )?;
         let per_second = NonZeroU32::new(config.send_per_second)
             .ok_or_else(|| EdgeError::Config("send_per_second must be at least 1".into()))?;
         let burst = NonZeroU32::new(config.send_burst)
             .ok_or_else(|| EdgeError::Config("send_burst must be at least 1".into()))?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen)
-            .map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
-        let local_addr =
-            endpoint.local_addr().map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            EdgeError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let local_addr = endpoint.local_addr().map_err(|source| EdgeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
 
         // One shard for now; every lookup already goes through the map.
         let shards = ShardMap::single();
-        let (links, receivers): (Vec<_>, Vec<_>) =
-            shards.shards().iter().map(|&shard| CoreLink::new(shard)).unzip();
+        let (links, receivers): (Vec<_>, Vec<_>) = shards
+            .shards()
+            .iter()
+            .map(|&shard| CoreLink::new(shard))
+            .unzip();
         let settings = Settings {
             text_bytes_max: config.text_bytes_max,
             lanes: config.lanes,
@@ -113,7 +125,13 @@ impl Edge {
         ));
         tasks.spawn(sweep_limiter(shared.clone(), shutdown_rx));
         tracing::info!(%local_addr, core = %config.core.address, name = %config.name, "edge started");
-        Ok(EdgeHandle { local_addr, endpoint, shared, shutdown, tasks })
+        Ok(EdgeHandle {
+            local_addr,
+            endpoint,
+            shared,
+            shutdown,
+            tasks,
+        })
     }
 }
 

@@ -41,7 +41,10 @@ pub(crate) struct SessionEnd {
 
 impl SessionEnd {
     pub(crate) fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
-        Self { code, reason: reason.into() }
+        Self {
+            code,
+            reason: reason.into(),
+        }
     }
 
     /// Closes `conn` with this code and reason.

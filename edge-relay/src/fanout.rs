@@ -21,7 +21,10 @@ use crate::stats::Counters;
 pub(crate) fn dispatch(shared: &Shared, frame: CoreFrame) -> Result<(), SessionEnd> {
     match frame {
         CoreFrame::CoreWelcome(_) => {
-            return Err(SessionEnd::new(ErrorCode::ProtocolViolation, "CoreWelcome sent twice"));
+            return Err(SessionEnd::new(
+                ErrorCode::ProtocolViolation,
+                "CoreWelcome sent twice",
+            ));
         }
         CoreFrame::Deliver { sessions, message } => deliver(shared, &sessions, message),
         CoreFrame::Accepted { session, key, id } => {
@@ -36,7 +39,11 @@ pub(crate) fn dispatch(shared: &Shared, frame: CoreFrame) -> Result<(), SessionE
                 && s.inflight.resolve(key)
             {
                 let detail = code.meaning().to_owned();
-                answer(shared, &s, ServerFrame::Rejected(Rejected { key, code, detail }));
+                answer(
+                    shared,
+                    &s,
+                    ServerFrame::Rejected(Rejected { key, code, detail }),
+                );
             }
         }
         CoreFrame::Synced { session } => {
@@ -61,7 +68,9 @@ fn deliver(shared: &Shared, sessions: &[SessionId], message: Message) {
     for &id in sessions {
         // A session that ended meanwhile is skipped: the core still stores the message
         // until that device acknowledges it.
-        let Some(session) = shared.registry.get(id) else { continue };
+        let Some(session) = shared.registry.get(id) else {
+            continue;
+        };
         let lane = session.lanes.lane(conversation.lane(session.lanes.count()));
         match lane.try_send(ServerFrame::Deliver(message.clone())) {
             Ok(()) => Counters::bump(&shared.counters.messages_out),

@@ -6,10 +6,10 @@
 //! enforces. Any failure closes the connection with a code and a reason that says what
 //! was wrong (e.g. `TokenExpired`, "token expired; ask the game backend for a new one").
 
+use protocol::ErrorCode;
 use protocol::frames::PROTOCOL_VERSION;
 use protocol::frames::client::{ClientFrame, Hello, ServerFrame, Welcome};
 use protocol::ids::{DeviceId, SessionId};
-use protocol::ErrorCode;
 use tokio::time::{Instant, timeout_at};
 use transport::{FramedRecv, write_frame};
 
@@ -60,13 +60,21 @@ pub(crate) async fn run(shared: &Shared, incoming: quinn::Incoming) -> Option<We
         Ok(result) => result,
         Err(_) => Err(Refused::Close(SessionEnd::new(
             ErrorCode::HelloExpected,
-            format!("no Hello within {} s of connecting", HELLO_TIMEOUT.as_secs()),
+            format!(
+                "no Hello within {} s of connecting",
+                HELLO_TIMEOUT.as_secs()
+            ),
         ))),
     };
     match result {
-        Ok((identity, device, session, control_send, control_recv)) => {
-            Some(Welcomed { conn, identity, device, session, control_send, control_recv })
-        }
+        Ok((identity, device, session, control_send, control_recv)) => Some(Welcomed {
+            conn,
+            identity,
+            device,
+            session,
+            control_send,
+            control_recv,
+        }),
         Err(Refused::Close(end)) => {
             tracing::debug!(%remote, code = %end.code, reason = %end.reason, "refusing client");
             end.close(&conn);
@@ -94,7 +102,10 @@ async fn welcome(shared: &Shared, conn: &quinn::Connection) -> Result<Accepted, 
             ));
         }
         Ok(None) => {
-            return Err(close(ErrorCode::HelloExpected, "control stream ended before Hello".into()));
+            return Err(close(
+                ErrorCode::HelloExpected,
+                "control stream ended before Hello".into(),
+            ));
         }
         Err(e) if e.is_protocol_violation() => {
             return Err(close(e.code(), format!("control stream: {e}")));
@@ -110,7 +121,10 @@ async fn welcome(shared: &Shared, conn: &quinn::Connection) -> Result<Accepted, 
             ),
         ));
     }
-    let identity = shared.verifier.verify(&hello.token).map_err(|e| close(e.code(), e.to_string()))?;
+    let identity = shared
+        .verifier
+        .verify(&hello.token)
+        .map_err(|e| close(e.code(), e.to_string()))?;
     let session = shared.registry.next_id();
     let welcome = Welcome {
         user: identity.user.clone(),
@@ -119,7 +133,9 @@ async fn welcome(shared: &Shared, conn: &quinn::Connection) -> Result<Accepted, 
         limits: shared.settings.limits,
         capabilities: 0,
     };
-    write_frame(&mut send, &ServerFrame::Welcome(welcome)).await.map_err(|_| Refused::Gone)?;
+    write_frame(&mut send, &ServerFrame::Welcome(welcome))
+        .await
+        .map_err(|_| Refused::Gone)?;
     Ok((identity, hello.device, session, send, recv))
 }
 

@@ -48,7 +48,10 @@ pub(crate) type Slot = OwnedSemaphorePermit;
 impl InFlight {
     /// A map holding at most `max` entries.
     pub(crate) fn new(max: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max)), state: Mutex::new(State::default()) }
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+            state: Mutex::new(State::default()),
+        }
     }
 
     /// Waits for room for one entry. `None` only if the map was shut, which never
@@ -66,7 +69,14 @@ impl InFlight {
         if let Some(old) = state.by_key.insert(submit.key, seq) {
             state.by_seq.remove(&old);
         }
-        state.by_seq.insert(seq, Pending { link, submit, _permit: slot });
+        state.by_seq.insert(
+            seq,
+            Pending {
+                link,
+                submit,
+                _permit: slot,
+            },
+        );
     }
 
     /// Removes the entry for `key` (the core answered). Returns whether it was waiting;
@@ -132,9 +142,15 @@ mod tests {
         }
         let third = tokio::time::timeout(Duration::ZERO, inflight.reserve()).await;
         assert!(third.is_err(), "no room while two messages await an answer");
-        assert!(inflight.resolve(SenderKey { epoch: 1, counter: 1 }));
+        assert!(inflight.resolve(SenderKey {
+            epoch: 1,
+            counter: 1
+        }));
         let slot = tokio::time::timeout(Duration::ZERO, inflight.reserve()).await;
-        assert!(matches!(slot, Ok(Some(_))), "an answer frees a slot at once");
+        assert!(
+            matches!(slot, Ok(Some(_))),
+            "an answer frees a slot at once"
+        );
     }
 
     #[tokio::test]
@@ -144,12 +160,18 @@ mod tests {
             let slot = inflight.reserve().await.unwrap();
             inflight.insert(0, submit(n), slot);
         }
-        assert!(inflight.resolve(SenderKey { epoch: 1, counter: 2 }));
+        assert!(inflight.resolve(SenderKey {
+            epoch: 1,
+            counter: 2
+        }));
         let all = inflight.pending(0, 0, 10);
         assert_eq!(counters(&all), vec![1, 3, 4, 5]);
         let after_first = inflight.pending(0, all[0].0 + 1, 2);
         assert_eq!(counters(&after_first), vec![3, 4]);
-        assert!(inflight.pending(1, 0, 10).is_empty(), "entries belong to their link");
+        assert!(
+            inflight.pending(1, 0, 10).is_empty(),
+            "entries belong to their link"
+        );
     }
 
     #[tokio::test]
@@ -160,8 +182,21 @@ mod tests {
             inflight.insert(0, submit(7), slot);
         }
         assert_eq!(inflight.len(), 1);
-        assert!(inflight.resolve(SenderKey { epoch: 1, counter: 7 }));
-        assert!(!inflight.resolve(SenderKey { epoch: 1, counter: 7 }), "answered once");
-        assert_eq!(inflight.permits.available_permits(), 2, "both slots are free again");
+        assert!(inflight.resolve(SenderKey {
+            epoch: 1,
+            counter: 7
+        }));
+        assert!(
+            !inflight.resolve(SenderKey {
+                epoch: 1,
+                counter: 7
+            }),
+            "answered once"
+        );
+        assert_eq!(
+            inflight.permits.available_permits(),
+            2,
+            "both slots are free again"
+        );
     }
 }

@@ -57,12 +57,18 @@ pub struct Refusal {
 /// (Valid UTF-8 is already guaranteed by the decoder.)
 pub fn check_text(text: &str, max: usize) -> Result<(), Refusal> {
     if text.is_empty() {
-        return Err(Refusal { code: ErrorCode::InvalidText, detail: "text is empty".into() });
+        return Err(Refusal {
+            code: ErrorCode::InvalidText,
+            detail: "text is empty".into(),
+        });
     }
     if text.len() > max {
         return Err(Refusal {
             code: ErrorCode::TextTooLarge,
-            detail: format!("text is {} bytes; this edge accepts at most {max}", text.len()),
+            detail: format!(
+                "text is {} bytes; this edge accepts at most {max}",
+                text.len()
+            ),
         });
     }
     Ok(())
@@ -91,7 +97,11 @@ impl<C: Clock> SendLimiter<C> {
     pub fn with_clock(per_second: NonZeroU32, burst: NonZeroU32, clock: C) -> Self {
         let quota = Quota::per_second(per_second).allow_burst(burst);
         let limiter = RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock);
-        Self { limiter, per_second, burst }
+        Self {
+            limiter,
+            per_second,
+            burst,
+        }
     }
 
     /// Counts one message by `user`; refuses it if the user is over the limit.
@@ -143,10 +153,19 @@ mod tests {
     #[test]
     fn empty_and_oversized_text_is_refused_with_its_own_code() {
         assert_eq!(check_text("", 10).unwrap_err().code, ErrorCode::InvalidText);
-        assert_eq!(check_text("12345678901", 10).unwrap_err().code, ErrorCode::TextTooLarge);
-        assert!(check_text("1234567890", 10).is_ok(), "exactly the limit is allowed");
+        assert_eq!(
+            check_text("12345678901", 10).unwrap_err().code,
+            ErrorCode::TextTooLarge
+        );
+        assert!(
+            check_text("1234567890", 10).is_ok(),
+            "exactly the limit is allowed"
+        );
         // The limit is in bytes, not characters: 4 × 3-byte characters is 12 bytes.
-        assert_eq!(check_text("€€€€", 10).unwrap_err().code, ErrorCode::TextTooLarge);
+        assert_eq!(
+            check_text("€€€€", 10).unwrap_err().code,
+            ErrorCode::TextTooLarge
+        );
     }
 
     #[test]

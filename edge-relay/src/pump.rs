@@ -31,18 +31,27 @@ pub(crate) async fn run(session: Arc<Session>, links: Vec<Arc<CoreLink>>) {
     loop {
         for (index, (link, cursor)) in links.iter().zip(cursors.iter_mut()).enumerate() {
             // A link that is down gets everything when it comes back.
-            let Some(upstream) = link.upstream() else { continue };
+            let Some(upstream) = link.upstream() else {
+                continue;
+            };
             if cursor.generation != upstream.generation {
-                *cursor = Cursor { generation: upstream.generation, next_seq: 0 };
+                *cursor = Cursor {
+                    generation: upstream.generation,
+                    next_seq: 0,
+                };
             }
             'link: loop {
-                let batch = session.inflight.pending(index, cursor.next_seq, PUMP_BATCH_MAX);
+                let batch = session
+                    .inflight
+                    .pending(index, cursor.next_seq, PUMP_BATCH_MAX);
                 if batch.is_empty() {
                     break;
                 }
                 for (seq, submit) in batch {
                     let conversation = ConversationId::direct(&submit.from, &submit.to);
-                    let lane = upstream.lanes.lane(conversation.lane(upstream.lanes.count()));
+                    let lane = upstream
+                        .lanes
+                        .lane(conversation.lane(upstream.lanes.count()));
                     if lane.send(EdgeFrame::Submit(submit)).await.is_err() {
                         // The link dropped; its next generation re-sends from the start.
                         break 'link;

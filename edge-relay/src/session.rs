@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use protocol::ErrorCode;
 use protocol::frames::client::ServerFrame;
 use protocol::ids::{DeviceId, SessionId, UserId};
-use protocol::ErrorCode;
 use tokio::sync::Notify;
 use transport::{FrameSender, LaneSenders};
 

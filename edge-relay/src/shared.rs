@@ -41,6 +41,9 @@ impl Shared {
     pub(crate) fn link_index(&self, user: &UserId) -> usize {
         let shard = self.shards.shard_of(user);
         // Every shard of the map has a link (built together in `Edge::start`).
-        self.links.iter().position(|link| link.shard == shard).unwrap_or(0)
+        self.links
+            .iter()
+            .position(|link| link.shard == shard)
+            .unwrap_or(0)
     }
 }

@@ -23,11 +23,11 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use protocol::ErrorCode;
 use protocol::frames::link::{Attach, CoreFrame, CoreWelcome, EdgeFrame, EdgeHello};
 use protocol::frames::{PROTOCOL_VERSION, STREAM_KIND_LANE};
 use protocol::ids::{IdRange, SessionId, ShardId};
 use protocol::limits::LANES_MAX;
-use protocol::ErrorCode;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -53,7 +53,10 @@ pub(crate) enum LinkCommand {
     /// A session ended.
     Detach(SessionId),
     /// A session acknowledged deliveries.
-    Ack { session: SessionId, ranges: Vec<IdRange> },
+    Ack {
+        session: SessionId,
+        ranges: Vec<IdRange>,
+    },
 }
 
 /// One live connection to the core, as the session pumps see it.
@@ -70,7 +73,12 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     fn frames_written(&self) -> u64 {
-        let lanes: u64 = self.lanes.all().iter().map(|l| l.stats().frames.load(RELAXED)).sum();
+        let lanes: u64 = self
+            .lanes
+            .all()
+            .iter()
+            .map(|l| l.stats().frames.load(RELAXED))
+            .sum();
         lanes + self.control_stats.frames.load(RELAXED)
     }
 }
@@ -108,7 +116,12 @@ impl CoreLink {
     /// A link to `shard` and the receiving end of its command queue (for [`run`]).
     pub(crate) fn new(shard: ShardId) -> (Arc<Self>, mpsc::Receiver<LinkCommand>) {
         let (commands, rx) = mpsc::channel(LINK_COMMAND_QUEUE);
-        let link = Self { shard, commands, current: Mutex::new(None), totals: Mutex::default() };
+        let link = Self {
+            shard,
+            commands,
+            current: Mutex::new(None),
+            totals: Mutex::default(),
+        };
         (Arc::new(link), rx)
     }
 
@@ -147,7 +160,9 @@ impl CoreLink {
 
     /// Marks the link down and folds the ended connection's traffic into the totals.
     fn set_down(&self) {
-        let Some(up) = lock(&self.current).take() else { return };
+        let Some(up) = lock(&self.current).take() else {
+            return;
+        };
         let quic = up.conn.stats();
         let mut totals = lock(&self.totals);
         totals.frames += up.frames_written();
@@ -273,7 +288,10 @@ pub(crate) async fn run(
             }
         }
         let pause = tokio::time::sleep(backoff.next_delay());
-        if offline(pause, &mut commands, &mut attached, &mut shutdown).await.is_none() {
+        if offline(pause, &mut commands, &mut attached, &mut shutdown)
+            .await
+            .is_none()
+        {
             return;
         }
     }
@@ -310,12 +328,12 @@ fn apply(attached: &mut HashMap<SessionId, Attach>, command: LinkCommand) -> Opt
             attached.insert(attach.session, attach.clone());
             Some(EdgeFrame::Attach(attach))
         }
-        LinkCommand::Detach(session) => {
-            attached.remove(&session).map(|_| EdgeFrame::Detach { session })
-        }
-        LinkCommand::Ack { session, ranges } => {
-            attached.contains_key(&session).then_some(EdgeFrame::Ack { session, ranges })
-        }
+        LinkCommand::Detach(session) => attached
+            .remove(&session)
+            .map(|_| EdgeFrame::Detach { session }),
+        LinkCommand::Ack { session, ranges } => attached
+            .contains_key(&session)
+            .then_some(EdgeFrame::Ack { session, ranges }),
     }
 }
 
@@ -365,7 +383,13 @@ async fn connect(params: &LinkParams) -> Result<Connected, LinkError> {
         tokio::time::timeout(CORE_HANDSHAKE_TIMEOUT, handshake)
             .await
             .map_err(|_| LinkError::Timeout(CORE_HANDSHAKE_TIMEOUT))??;
-    Ok(Connected { _endpoint: endpoint, conn, control_send, control_recv, welcome })
+    Ok(Connected {
+        _endpoint: endpoint,
+        conn,
+        control_send,
+        control_recv,
+        welcome,
+    })
 }
 
 /// Serves one connection until it drops or the edge shuts down.
@@ -380,14 +404,29 @@ async fn serve(
     commands: &mut mpsc::Receiver<LinkCommand>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let Connected { _endpoint, conn, control_send, control_recv, welcome } = connected;
-    tracing::info!(shard = link.shard.0, core_shard = welcome.shard.0, generation,
-        sessions = attached.len(), "core link up");
+    let Connected {
+        _endpoint,
+        conn,
+        control_send,
+        control_recv,
+        welcome,
+    } = connected;
+    tracing::info!(
+        shard = link.shard.0,
+        core_shard = welcome.shard.0,
+        generation,
+        sessions = attached.len(),
+        "core link up"
+    );
     let control: FrameSender<EdgeFrame> =
         spawn_writer(control_send, None, CORE_CONTROL_QUEUE_FRAMES);
     // Re-attach every live session first: the core then replays what it stores for them.
     for attach in attached.values() {
-        if control.send(EdgeFrame::Attach(attach.clone())).await.is_err() {
+        if control
+            .send(EdgeFrame::Attach(attach.clone()))
+            .await
+            .is_err()
+        {
             return Ended::Lost;
         }
     }
@@ -400,7 +439,12 @@ async fn serve(
             }
         };
     let control_stats = control.stats().clone();
-    link.set_up(Upstream { generation, lanes, conn: conn.clone(), control_stats });
+    link.set_up(Upstream {
+        generation,
+        lanes,
+        conn: conn.clone(),
+        control_stats,
+    });
     Counters::bump(&shared.counters.core_connects);
     // Every pump re-sends what awaits an answer, on the new lanes.
     shared.registry.wake_all();
@@ -508,7 +552,10 @@ mod tests {
         assert!(first <= RECONNECT_DELAY_MIN && first >= RECONNECT_DELAY_MIN / 2);
         let later: Vec<Duration> = (0..20).map(|_| backoff.next_delay()).collect();
         assert!(later.iter().all(|d| *d <= RECONNECT_DELAY_MAX));
-        assert!(later[19] >= RECONNECT_DELAY_MAX / 2, "it reaches the ceiling");
+        assert!(
+            later[19] >= RECONNECT_DELAY_MAX / 2,
+            "it reaches the ceiling"
+        );
         backoff.reset();
         assert!(backoff.next_delay() <= RECONNECT_DELAY_MIN);
     }
@@ -524,11 +571,20 @@ mod tests {
             device: DeviceId(9),
         };
         assert!(apply(&mut attached, LinkCommand::Attach(attach)).is_some());
-        let ack = || LinkCommand::Ack { session: SessionId(1), ranges: vec![] };
-        assert!(matches!(apply(&mut attached, ack()), Some(EdgeFrame::Ack { .. })));
+        let ack = || LinkCommand::Ack {
+            session: SessionId(1),
+            ranges: vec![],
+        };
+        assert!(matches!(
+            apply(&mut attached, ack()),
+            Some(EdgeFrame::Ack { .. })
+        ));
         assert!(apply(&mut attached, LinkCommand::Detach(SessionId(1))).is_some());
         assert!(attached.is_empty());
         assert!(apply(&mut attached, ack()).is_none());
-        assert!(apply(&mut attached, LinkCommand::Detach(SessionId(1))).is_none(), "once");
+        assert!(
+            apply(&mut attached, LinkCommand::Detach(SessionId(1))).is_none(),
+            "once"
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! The client side of the edge, over loopback QUIC against a fake core: handshake and
 //! tokens, stamping, limits, protocol violations, fan-out and answers.
 
+// Test helpers unwrap: a panic there is a test failure with a backtrace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,14 +11,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::*;
 use edge_relay::AuthConfig;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use protocol::ErrorCode;
 use protocol::frames::client::{Accepted, Ack, ClientFrame, Message, SendMessage, ServerFrame};
 use protocol::frames::link::{Attach, CoreFrame, EdgeFrame};
 use protocol::ids::{DeviceId, IdRange, MessageId};
 use protocol::limits::FRAME_BYTES_MAX;
-use protocol::ErrorCode;
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Unpadded base64url, to hand-craft tokens no honest library would mint.
@@ -69,7 +75,11 @@ async fn a_client_is_welcomed_with_its_verified_identity_and_attached_at_the_cor
     let attach = link.next_attach().await;
     assert_eq!(
         attach,
-        Attach { session: client.welcome.session, user: uid("alice"), device: DeviceId(7) }
+        Attach {
+            session: client.welcome.session,
+            user: uid("alice"),
+            device: DeviceId(7)
+        }
     );
     assert_eq!(edge.stats().clients, 1);
     edge.shutdown().await;
@@ -133,7 +143,10 @@ async fn expired_forged_unsigned_and_wrong_algorithm_tokens_are_refused_with_the
     .unwrap();
     let (code, reason) = refused(&env, addr, eddsa.clone()).await;
     assert_eq!(code, ErrorCode::Unauthenticated);
-    assert!(reason.contains("EdDSA") && reason.contains("HS256"), "{reason}");
+    assert!(
+        reason.contains("EdDSA") && reason.contains("HS256"),
+        "{reason}"
+    );
     edge.shutdown().await;
 
     // And the other way round: an EdDSA edge refuses HS256 tokens, even good ones.
@@ -173,9 +186,15 @@ async fn the_control_stream_must_start_with_one_hello_of_our_version() {
     assert!(reason.contains("99"), "{reason}");
 
     let mut client = TestClient::connect(&env, addr, token("alice", "Alice")).await;
-    client.send_control(&hello(token("alice", "Alice"), 1)).await;
+    client
+        .send_control(&hello(token("alice", "Alice"), 1))
+        .await;
     let (code, _) = client.closed().await;
-    assert_eq!(code, ErrorCode::HelloExpected, "a second Hello closes the client");
+    assert_eq!(
+        code,
+        ErrorCode::HelloExpected,
+        "a second Hello closes the client"
+    );
     edge.shutdown().await;
 }
 
@@ -189,15 +208,30 @@ async fn the_sender_is_always_the_token_identity() {
     let mut link = core.accept().await;
     let mallory = TestClient::connect(&env, edge.local_addr(), token("mallory", "alice")).await;
 
-    let before_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let before_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     mallory.send("bob", key(1), "hi, it's alice").await;
     let submit = link.next_submit().await;
-    let after_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let after_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     assert_eq!(submit.from, uid("mallory"));
-    assert_eq!(submit.from_name, "alice", "the display name is the token's, as given");
+    assert_eq!(
+        submit.from_name, "alice",
+        "the display name is the token's, as given"
+    );
     assert_eq!(submit.session, mallory.welcome.session);
-    assert_eq!((submit.to, submit.key, submit.text.as_str()), (uid("bob"), key(1), "hi, it's alice"));
-    assert!(before_ms <= submit.sent_at_ms && submit.sent_at_ms <= after_ms, "edge clock");
+    assert_eq!(
+        (submit.to, submit.key, submit.text.as_str()),
+        (uid("bob"), key(1), "hi, it's alice")
+    );
+    assert!(
+        before_ms <= submit.sent_at_ms && submit.sent_at_ms <= after_ms,
+        "edge clock"
+    );
     edge.shutdown().await;
 }
 
@@ -212,13 +246,23 @@ async fn oversized_and_empty_texts_are_rejected_and_the_connection_stays_up() {
     let mut alice = TestClient::connect(&env, edge.local_addr(), token("alice", "Alice")).await;
 
     alice.send("bob", key(1), &"x".repeat(17)).await;
-    let ServerFrame::Rejected(rejected) = alice.next_control().await else { panic!() };
-    assert_eq!((rejected.key, rejected.code), (key(1), ErrorCode::TextTooLarge));
+    let ServerFrame::Rejected(rejected) = alice.next_control().await else {
+        panic!()
+    };
+    assert_eq!(
+        (rejected.key, rejected.code),
+        (key(1), ErrorCode::TextTooLarge)
+    );
     assert!(rejected.detail.contains("16"), "{}", rejected.detail);
 
     alice.send("bob", key(2), "").await;
-    let ServerFrame::Rejected(rejected) = alice.next_control().await else { panic!() };
-    assert_eq!((rejected.key, rejected.code), (key(2), ErrorCode::InvalidText));
+    let ServerFrame::Rejected(rejected) = alice.next_control().await else {
+        panic!()
+    };
+    assert_eq!(
+        (rejected.key, rejected.code),
+        (key(2), ErrorCode::InvalidText)
+    );
 
     // Still connected, and the refused messages never reached the core.
     alice.send("bob", key(3), &"x".repeat(16)).await;
@@ -244,6 +288,7 @@ async fn a_flood_is_rate_limited_per_user_across_devices_while_others_keep_sendi
     let mut laptop = TestClient::connect_with(&env, addr, token("alice", "A"), 2, opts).await;
     let mut bob = TestClient::connect(&env, addr, token("bob", "Bob")).await;
 
+    let started = std::time::Instant::now();
     for n in 1..=10 {
         phone.send("carol", key(n), "spam").await;
         laptop.send("carol", key(100 + n), "spam").await;
@@ -265,13 +310,20 @@ async fn a_flood_is_rate_limited_per_user_across_devices_while_others_keep_sendi
         (accepted, limited)
     }
     let clients = async {
-        tokio::join!(answers(&mut phone, 10), answers(&mut laptop, 10), answers(&mut bob, 3))
+        tokio::join!(
+            answers(&mut phone, 10),
+            answers(&mut laptop, 10),
+            answers(&mut bob, 3)
+        )
     };
     let core_accepts_everything = async {
         for id in 1.. {
             let submit = link.next_submit().await;
-            let accepted =
-                CoreFrame::Accepted { session: submit.session, key: submit.key, id: MessageId(id) };
+            let accepted = CoreFrame::Accepted {
+                session: submit.session,
+                key: submit.key,
+                id: MessageId(id),
+            };
             link.send_control(accepted).await;
         }
     };
@@ -279,8 +331,19 @@ async fn a_flood_is_rate_limited_per_user_across_devices_while_others_keep_sendi
         answers = clients => answers,
         () = core_accepts_everything => unreachable!(),
     };
-    assert!(phone.1 > 0 && laptop.1 > 0, "both devices are limited: {phone:?} {laptop:?}");
-    assert!(phone.0 + laptop.0 >= 3, "alice's burst got through: {phone:?} {laptop:?}");
+    // GCRA allows the burst plus one message per elapsed second, for both devices
+    // together. (An upper bound that only grows on a slow machine: not a speed test.)
+    let allowance = 3 + started.elapsed().as_secs() + 1;
+    let alice_accepted = (phone.0 + laptop.0) as u64;
+    assert!(
+        alice_accepted >= 3,
+        "alice's burst got through: {phone:?} {laptop:?}"
+    );
+    assert!(
+        alice_accepted <= allowance,
+        "one budget for both devices: {phone:?} {laptop:?}"
+    );
+    assert!(phone.1 + laptop.1 > 0);
     assert_eq!(bob, (3, 0), "bob is not limited by alice's flood");
     edge.shutdown().await;
 }
@@ -316,25 +379,54 @@ async fn malformed_bytes_on_a_lane_close_only_that_client_with_a_clear_reason() 
         bytes
     };
     let cases: [(&str, Vec<u8>, ErrorCode, &str); 4] = [
-        ("garbage", vec![1, 5, 0xff, 0xff, 0xff, 0xff, 0xff], ErrorCode::ProtocolViolation, "lane"),
-        ("invalid UTF-8", [&[1u8][..], &invalid_utf8].concat(), ErrorCode::ProtocolViolation, "UTF-8"),
-        ("oversized frame", [&[1u8][..], &oversized].concat(), ErrorCode::FrameTooLarge, "limit"),
-        ("wrong stream kind", vec![7, 0, 0], ErrorCode::ProtocolViolation, "kind"),
+        (
+            "garbage",
+            vec![1, 5, 0xff, 0xff, 0xff, 0xff, 0xff],
+            ErrorCode::ProtocolViolation,
+            "lane",
+        ),
+        (
+            "invalid UTF-8",
+            [&[1u8][..], &invalid_utf8].concat(),
+            ErrorCode::ProtocolViolation,
+            "UTF-8",
+        ),
+        (
+            "oversized frame",
+            [&[1u8][..], &oversized].concat(),
+            ErrorCode::FrameTooLarge,
+            "limit",
+        ),
+        (
+            "wrong stream kind",
+            vec![7, 0, 0],
+            ErrorCode::ProtocolViolation,
+            "kind",
+        ),
     ];
     for (what, bytes, expected, mention) in cases {
-        let opts = ClientOptions { open_lanes: false, read_lanes: true };
+        let opts = ClientOptions {
+            open_lanes: false,
+            read_lanes: true,
+        };
         let client = TestClient::connect_with(&env, addr, token("eve", "Eve"), 1, opts).await;
         let _stream = client.write_raw_stream(&bytes).await;
         let (code, reason) = client.closed().await;
         assert_eq!(code, expected, "{what}: {reason}");
-        assert!(reason.contains(mention), "{what}: the reason says what was wrong: {reason}");
+        assert!(
+            reason.contains(mention),
+            "{what}: the reason says what was wrong: {reason}"
+        );
     }
 
     // Bob never noticed.
     assert!(bob.conn.close_reason().is_none());
     bob.send("carol", key(1), "still here").await;
     let submit = link.next_submit().await;
-    assert_eq!((submit.from, submit.text.as_str()), (uid("bob"), "still here"));
+    assert_eq!(
+        (submit.from, submit.text.as_str()),
+        (uid("bob"), "still here")
+    );
     edge.shutdown().await;
 }
 
@@ -364,14 +456,25 @@ async fn deliveries_fan_out_to_each_listed_session_and_answers_reach_the_sender(
         text: submit.text.clone(),
     };
     let sessions = vec![bob_phone.welcome.session, bob_pc.welcome.session];
-    link.send_lane(CoreFrame::Deliver { sessions, message: message.clone() }).await;
-    link.send_control(CoreFrame::Accepted { session: submit.session, key: key(1), id: MessageId(42) })
-        .await;
+    link.send_lane(CoreFrame::Deliver {
+        sessions,
+        message: message.clone(),
+    })
+    .await;
+    link.send_control(CoreFrame::Accepted {
+        session: submit.session,
+        key: key(1),
+        id: MessageId(42),
+    })
+    .await;
     assert_eq!(bob_phone.next_delivery().await, message);
     assert_eq!(bob_pc.next_delivery().await, message);
     assert_eq!(
         alice.next_control().await,
-        ServerFrame::Accepted(Accepted { key: key(1), id: MessageId(42) })
+        ServerFrame::Accepted(Accepted {
+            key: key(1),
+            id: MessageId(42)
+        })
     );
 
     alice.send("bob", key(2), "are you there?").await;
@@ -382,16 +485,27 @@ async fn deliveries_fan_out_to_each_listed_session_and_answers_reach_the_sender(
         code: ErrorCode::InboxFull,
     })
     .await;
-    let ServerFrame::Rejected(rejected) = alice.next_control().await else { panic!() };
-    assert_eq!((rejected.key, rejected.code), (key(2), ErrorCode::InboxFull));
+    let ServerFrame::Rejected(rejected) = alice.next_control().await else {
+        panic!()
+    };
+    assert_eq!(
+        (rejected.key, rejected.code),
+        (key(2), ErrorCode::InboxFull)
+    );
 
-    link.send_control(CoreFrame::Synced { session: bob_pc.welcome.session }).await;
+    link.send_control(CoreFrame::Synced {
+        session: bob_pc.welcome.session,
+    })
+    .await;
     assert_eq!(bob_pc.next_control().await, ServerFrame::Synced);
 
     let stats = edge.stats();
     assert_eq!((stats.messages_in, stats.messages_out), (2, 2));
     assert_eq!(stats.core_links_up, 1);
-    assert!(stats.frames_to_core >= 5 && stats.bytes_to_core > 0, "{stats:?}");
+    assert!(
+        stats.frames_to_core >= 5 && stats.bytes_to_core > 0,
+        "{stats:?}"
+    );
     edge.shutdown().await;
 }
 
@@ -404,8 +518,14 @@ async fn acks_reach_the_core_and_a_disconnect_detaches_the_session() {
     let mut bob = TestClient::connect(&env, edge.local_addr(), token("bob", "Bob")).await;
     let session = bob.welcome.session;
 
-    let ranges = vec![IdRange { first: MessageId(1), last: MessageId(3) }];
-    bob.send_control(&ClientFrame::Ack(Ack { ranges: ranges.clone() })).await;
+    let ranges = vec![IdRange {
+        first: MessageId(1),
+        last: MessageId(3),
+    }];
+    bob.send_control(&ClientFrame::Ack(Ack {
+        ranges: ranges.clone(),
+    }))
+    .await;
     let ack = link
         .next_matching(|f| matches!(f, EdgeFrame::Ack { .. }).then_some(f))
         .await;
@@ -432,7 +552,11 @@ async fn a_kick_from_the_core_closes_the_client_with_its_code() {
     let session = bob.welcome.session;
     link.next_attach().await;
 
-    link.send_control(CoreFrame::Kick { session, code: ErrorCode::SessionReplaced }).await;
+    link.send_control(CoreFrame::Kick {
+        session,
+        code: ErrorCode::SessionReplaced,
+    })
+    .await;
     let (code, _) = bob.closed().await;
     assert_eq!(code, ErrorCode::SessionReplaced);
     let detached = link

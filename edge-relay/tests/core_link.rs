@@ -1,6 +1,9 @@
 //! The edge's link to the core, against a fake core: reconnect and re-send, a core that
 //! is down, back-pressure, and slow consumers.
 
+// Test helpers unwrap: a panic there is a test failure with a backtrace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -29,7 +32,12 @@ async fn after_a_core_restart_sessions_are_reattached_and_unanswered_messages_re
     for n in 1..=3 {
         assert_eq!(link.next_submit().await.key, key(n));
     }
-    link.send_control(CoreFrame::Accepted { session, key: key(1), id: MessageId(1) }).await;
+    link.send_control(CoreFrame::Accepted {
+        session,
+        key: key(1),
+        id: MessageId(1),
+    })
+    .await;
     assert!(matches!(alice.next_control().await, ServerFrame::Accepted(a) if a.key == key(1)));
 
     link.crash();
@@ -46,11 +54,23 @@ async fn after_a_core_restart_sessions_are_reattached_and_unanswered_messages_re
     .iter()
     .map(|s| s.key.counter)
     .collect();
-    assert_eq!(resent, vec![2, 3, 4], "unanswered messages, in order, and only those");
+    assert_eq!(
+        resent,
+        vec![2, 3, 4],
+        "unanswered messages, in order, and only those"
+    );
 
-    link.send_control(CoreFrame::Accepted { session, key: key(2), id: MessageId(2) }).await;
+    link.send_control(CoreFrame::Accepted {
+        session,
+        key: key(2),
+        id: MessageId(2),
+    })
+    .await;
     assert!(matches!(alice.next_control().await, ServerFrame::Accepted(a) if a.key == key(2)));
-    assert!(alice.conn.close_reason().is_none(), "the client never noticed");
+    assert!(
+        alice.conn.close_reason().is_none(),
+        "the client never noticed"
+    );
     assert_eq!(edge.stats().core_connects, 2);
     edge.shutdown().await;
 }
@@ -96,7 +116,12 @@ async fn a_full_in_flight_window_stops_reading_the_client_until_the_core_answers
     // Nothing signals "the edge is holding back", so give it a moment to misbehave.
     assert_eq!(link.frame_within(Duration::from_millis(300)).await, None);
 
-    link.send_control(CoreFrame::Accepted { session, key: key(1), id: MessageId(1) }).await;
+    link.send_control(CoreFrame::Accepted {
+        session,
+        key: key(1),
+        id: MessageId(1),
+    })
+    .await;
     assert_eq!(link.next_submit().await.key, key(3));
     assert!(matches!(alice.next_control().await, ServerFrame::Accepted(a) if a.key == key(1)));
     assert!(alice.conn.close_reason().is_none());
@@ -113,7 +138,10 @@ async fn a_client_too_slow_for_its_deliveries_is_closed_and_others_are_unaffecte
     let edge = start_edge(config).await;
     let link = core.accept().await;
     let addr = edge.local_addr();
-    let stalled = ClientOptions { open_lanes: true, read_lanes: false };
+    let stalled = ClientOptions {
+        open_lanes: true,
+        read_lanes: false,
+    };
     let slow = TestClient::connect_with(&env, addr, token("bob", "Bob"), 1, stalled).await;
     let mut carol = TestClient::connect(&env, addr, token("carol", "Carol")).await;
 
@@ -130,7 +158,10 @@ async fn a_client_too_slow_for_its_deliveries_is_closed_and_others_are_unaffecte
     let sessions = vec![slow.welcome.session];
     let flood = async {
         for id in 1..=2000 {
-            let deliver = CoreFrame::Deliver { sessions: sessions.clone(), message: message(id, "bob") };
+            let deliver = CoreFrame::Deliver {
+                sessions: sessions.clone(),
+                message: message(id, "bob"),
+            };
             link.send_lane(deliver).await;
             if slow.conn.close_reason().is_some() {
                 break;
@@ -144,8 +175,11 @@ async fn a_client_too_slow_for_its_deliveries_is_closed_and_others_are_unaffecte
     assert_eq!(edge.stats().slow_consumers, 1);
 
     let to_carol = message(5000, "carol");
-    link.send_lane(CoreFrame::Deliver { sessions: vec![carol.welcome.session], message: to_carol.clone() })
-        .await;
+    link.send_lane(CoreFrame::Deliver {
+        sessions: vec![carol.welcome.session],
+        message: to_carol.clone(),
+    })
+    .await;
     assert_eq!(carol.next_delivery().await, to_carol);
     edge.shutdown().await;
 }

@@ -62,6 +62,8 @@ pub struct CoreConfig {
     /// Most messages waiting for the disk at once; beyond it submits are refused with
     /// `Unavailable`.
     pub pending_max: usize,
+    /// Most text bytes waiting for the disk at once, with the same policy.
+    pub pending_bytes_max: usize,
     /// Most edge connections at once; more are refused.
     pub edges_max: usize,
     /// How long a new edge has to send `EdgeHello`, in milliseconds.
@@ -90,6 +92,7 @@ impl Default for CoreConfig {
             replay_page: router.replay_page,
             expire_interval_secs: router.expire_interval.as_secs(),
             pending_max: router.pending_max,
+            pending_bytes_max: router.pending_bytes_max,
             edges_max: 256,
             hello_timeout_ms: 10_000,
         }
@@ -112,7 +115,9 @@ impl CoreConfig {
 
     /// The database file.
     pub fn db_path(&self) -> PathBuf {
-        self.db_path.clone().unwrap_or_else(|| self.data_dir.join("core.redb"))
+        self.db_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("core.redb"))
     }
 
     /// Checks the configuration.
@@ -133,7 +138,8 @@ impl CoreConfig {
 
     pub(crate) fn tls_paths(&self) -> Result<TlsPaths, CoreError> {
         let need = |p: &Option<PathBuf>, name: &str| {
-            p.clone().ok_or_else(|| CoreError::Config(format!("`{name}` (a PEM file) is required")))
+            p.clone()
+                .ok_or_else(|| CoreError::Config(format!("`{name}` (a PEM file) is required")))
         };
         Ok(TlsPaths {
             cert: need(&self.cert, "cert")?,
@@ -148,12 +154,17 @@ impl CoreConfig {
             return Err(CoreError::Config(format!("lanes must be 1..={LANES_MAX}")));
         }
         if !self.shards.contains(&self.shard) {
-            return Err(CoreError::Config(format!("shard {} is not in shards", self.shard)));
+            return Err(CoreError::Config(format!(
+                "shard {} is not in shards",
+                self.shard
+            )));
         }
         let shard_map = ShardMap::new(self.shards.iter().copied().map(ShardId).collect())
             .ok_or_else(|| CoreError::Config("shards is empty".into()))?;
         if self.ttl_secs == 0 || self.inbox_max == 0 || self.replay_page == 0 {
-            return Err(CoreError::Config("ttl_secs, inbox_max, replay_page must be > 0".into()));
+            return Err(CoreError::Config(
+                "ttl_secs, inbox_max, replay_page must be > 0".into(),
+            ));
         }
         if self.id_block < 2 || self.expire_interval_secs == 0 || self.pending_max == 0 {
             return Err(CoreError::Config(
@@ -179,6 +190,7 @@ impl CoreConfig {
             replay_headroom,
             expire_interval: Duration::from_secs(self.expire_interval_secs),
             pending_max: self.pending_max,
+            pending_bytes_max: self.pending_bytes_max,
             ..RouterConfig::default()
         })
     }
@@ -203,12 +215,21 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_bad_values_are_refused() {
-        assert!(CoreConfig::from_toml("inbox_maxx = 3").is_err(), "typo must not be ignored");
+        assert!(
+            CoreConfig::from_toml("inbox_maxx = 3").is_err(),
+            "typo must not be ignored"
+        );
         let no_tls = CoreConfig::default();
         assert!(matches!(no_tls.validate(), Err(CoreError::Config(m)) if m.contains("cert")));
-        let wrong_shard = CoreConfig { shard: 3, ..CoreConfig::default() };
+        let wrong_shard = CoreConfig {
+            shard: 3,
+            ..CoreConfig::default()
+        };
         assert!(wrong_shard.router_config().is_err());
-        let too_many_lanes = CoreConfig { lanes: LANES_MAX + 1, ..CoreConfig::default() };
+        let too_many_lanes = CoreConfig {
+            lanes: LANES_MAX + 1,
+            ..CoreConfig::default()
+        };
         assert!(too_many_lanes.router_config().is_err());
     }
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A real core on loopback QUIC, driven by a fake edge that speaks the link frames
 //! directly (mutual TLS with the dev PKI).
 
@@ -79,12 +80,25 @@ impl FakeEdge {
     /// refused.
     async fn connect_as(addr: SocketAddr, pki: &DevPki, version: u16) -> Result<Self, ErrorCode> {
         let endpoint = edge_endpoint(pki, true);
-        let conn = endpoint.connect(addr, DEV_SERVER_NAME).unwrap().await.unwrap();
+        let conn = endpoint
+            .connect(addr, DEV_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
         let (mut send, recv) = conn.open_bi().await.unwrap();
-        let hello = EdgeHello { version, edge: "fake-edge".into(), capabilities: 0 };
-        transport::write_frame(&mut send, &EdgeFrame::EdgeHello(hello)).await.unwrap();
+        let hello = EdgeHello {
+            version,
+            edge: "fake-edge".into(),
+            capabilities: 0,
+        };
+        transport::write_frame(&mut send, &EdgeFrame::EdgeHello(hello))
+            .await
+            .unwrap();
         let mut control = FramedRecv::new(recv);
-        let welcome = match tokio::time::timeout(WAIT, control.next::<CoreFrame>()).await.unwrap() {
+        let welcome = match tokio::time::timeout(WAIT, control.next::<CoreFrame>())
+            .await
+            .unwrap()
+        {
             Ok(Some(CoreFrame::CoreWelcome(welcome))) => welcome,
             other => {
                 let closed = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
@@ -106,7 +120,9 @@ impl FakeEdge {
         let lanes_conn = conn.clone();
         tokio::spawn(async move {
             for _ in 0..welcome.lanes {
-                let Ok(stream) = lanes_conn.accept_uni().await else { return };
+                let Ok(stream) = lanes_conn.accept_uni().await else {
+                    return;
+                };
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut lane = FramedRecv::new(stream);
@@ -120,16 +136,34 @@ impl FakeEdge {
             }
         });
         let control = transport::spawn_writer(send, None, 64);
-        let lane = transport::spawn_writer(conn.open_uni().await.unwrap(), Some(STREAM_KIND_LANE), 64);
-        Ok(Self { conn, control, lane, frames, _endpoint: endpoint })
+        let lane =
+            transport::spawn_writer(conn.open_uni().await.unwrap(), Some(STREAM_KIND_LANE), 64);
+        Ok(Self {
+            conn,
+            control,
+            lane,
+            frames,
+            _endpoint: endpoint,
+        })
     }
 
     async fn attach(&self, session: u64, name: &str, device: u64) {
-        let attach = Attach { session: SessionId(session), user: user(name), device: DeviceId(device) };
+        let attach = Attach {
+            session: SessionId(session),
+            user: user(name),
+            device: DeviceId(device),
+        };
         self.control.send(EdgeFrame::Attach(attach)).await.unwrap();
     }
 
-    async fn submit(&self, session: u64, from: &str, to: &str, counter: u64, text: &str) -> SenderKey {
+    async fn submit(
+        &self,
+        session: u64,
+        from: &str,
+        to: &str,
+        counter: u64,
+        text: &str,
+    ) -> SenderKey {
         let key = SenderKey { epoch: 1, counter };
         let submit = Submit {
             session: SessionId(session),
@@ -145,7 +179,10 @@ impl FakeEdge {
     }
 
     async fn ack(&self, session: u64, id: MessageId) {
-        let ack = EdgeFrame::Ack { session: SessionId(session), ranges: vec![IdRange::single(id)] };
+        let ack = EdgeFrame::Ack {
+            session: SessionId(session),
+            ranges: vec![IdRange::single(id)],
+        };
         self.control.send(ack).await.unwrap();
     }
 
@@ -168,9 +205,37 @@ impl FakeEdge {
         panic!("the expected frame never came");
     }
 
+    /// Attaches `bob` and collects what is replayed to him. `Synced` travels on the
+    /// control stream and may overtake replayed deliveries on the lanes, so after it a
+    /// probe from alice is sent: it is pushed live on the lane of the same conversation,
+    /// behind every replayed message. Returns the replayed keys and the probe's id.
+    async fn replay_to_bob(
+        &mut self,
+        probe_counter: u64,
+    ) -> (Vec<(SenderKey, MessageId)>, MessageId) {
+        self.attach(1, "bob", 1).await;
+        self.synced(1).await;
+        let probe = self.submit(7, "alice", "bob", probe_counter, "probe").await;
+        let mut replayed = Vec::new();
+        loop {
+            let (key, id) = self
+                .wait_for(|f| match f {
+                    CoreFrame::Deliver { message, .. } => Some((message.key, message.id)),
+                    _ => None,
+                })
+                .await;
+            if key == probe {
+                return (replayed, id);
+            }
+            replayed.push((key, id));
+        }
+    }
+
     async fn synced(&mut self, session: u64) {
-        self.wait_for(|f| matches!(f, CoreFrame::Synced { session: s } if s.0 == session).then_some(()))
-            .await;
+        self.wait_for(|f| {
+            matches!(f, CoreFrame::Synced { session: s } if s.0 == session).then_some(())
+        })
+        .await;
     }
 }
 
@@ -195,11 +260,18 @@ async fn an_edge_attaches_submits_and_gets_deliver_then_accepted() {
             _ => None,
         })
         .await;
-    assert_eq!((message.text.as_str(), &message.from, message.key), ("gg", &user("alice"), key));
+    assert_eq!(
+        (message.text.as_str(), &message.from, message.key),
+        ("gg", &user("alice"), key)
+    );
     edge.ack(2, message.id).await;
     let (session, id) = edge
         .wait_for(|f| match f {
-            CoreFrame::Accepted { session, key: k, id } if *k == key => Some((*session, *id)),
+            CoreFrame::Accepted {
+                session,
+                key: k,
+                id,
+            } if *k == key => Some((*session, *id)),
             _ => None,
         })
         .await;
@@ -215,9 +287,16 @@ async fn an_edge_without_a_client_certificate_gets_nothing() {
     let (core, pki) = start_core(dir.path()).await;
     let endpoint = edge_endpoint(&pki, false);
     let refused = tokio::time::timeout(WAIT, async {
-        let conn = endpoint.connect(core.local_addr(), DEV_SERVER_NAME).unwrap().await?;
+        let conn = endpoint
+            .connect(core.local_addr(), DEV_SERVER_NAME)
+            .unwrap()
+            .await?;
         let (mut send, recv) = conn.open_bi().await?;
-        let hello = EdgeHello { version: PROTOCOL_VERSION, edge: "anon".into(), capabilities: 0 };
+        let hello = EdgeHello {
+            version: PROTOCOL_VERSION,
+            edge: "anon".into(),
+            capabilities: 0,
+        };
         let _ = transport::write_frame(&mut send, &EdgeFrame::EdgeHello(hello)).await;
         match FramedRecv::new(recv).next::<CoreFrame>().await {
             Ok(Some(frame)) => Ok(Some(frame)),
@@ -226,7 +305,10 @@ async fn an_edge_without_a_client_certificate_gets_nothing() {
     })
     .await
     .expect("the core answers or closes in time");
-    assert!(!matches!(refused, Ok(Some(_))), "a core frame reached an unauthenticated edge");
+    assert!(
+        !matches!(refused, Ok(Some(_))),
+        "a core frame reached an unauthenticated edge"
+    );
     core.shutdown().await;
 }
 
@@ -251,9 +333,14 @@ async fn garbage_on_a_lane_closes_that_edge_while_another_keeps_working() {
 
     let mut raw = bad.conn.open_uni().await.unwrap();
     // A lane, then a length prefix that never ends (a malformed varint).
-    raw.write_all(&[STREAM_KIND_LANE, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    raw.write_all(&[STREAM_KIND_LANE, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     let closed = tokio::time::timeout(WAIT, bad.conn.closed()).await.unwrap();
-    assert_eq!(transport::close_code(&closed).map(|(c, _)| c), Some(ErrorCode::ProtocolViolation));
+    assert_eq!(
+        transport::close_code(&closed).map(|(c, _)| c),
+        Some(ErrorCode::ProtocolViolation)
+    );
 
     let key = good.submit(1, "dave", "carol", 1, "still here?").await;
     let text = good
@@ -294,24 +381,14 @@ async fn accepted_messages_survive_a_restart_and_are_replayed_in_order() {
 
     let (core, pki) = start_core(dir.path()).await;
     let mut edge = FakeEdge::connect(core.local_addr(), &pki).await;
-    edge.attach(1, "bob", 1).await;
-    let mut replayed = Vec::new();
-    loop {
-        match edge.next().await {
-            CoreFrame::Deliver { message, .. } => replayed.push((message.key, message.id)),
-            CoreFrame::Synced { .. } => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (replayed, new_id) = edge.replay_to_bob(4).await;
     accepted.sort_by_key(|(_, id)| *id);
+    assert_eq!(
+        accepted.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        keys,
+        "ids follow submits"
+    );
     assert_eq!(replayed, accepted);
-    let new_key = edge.submit(7, "alice", "bob", 4, "after restart").await;
-    let new_id = edge
-        .wait_for(|f| match f {
-            CoreFrame::Accepted { key, id, .. } if *key == new_key => Some(*id),
-            _ => None,
-        })
-        .await;
     assert!(new_id > accepted[2].1, "ids resume above the old ones");
     core.shutdown().await;
 }
@@ -327,9 +404,19 @@ async fn crash_child_core() {
         return;
     };
     let (core, _pki) = start_core(Path::new(&dir)).await;
-    println!("CORE_ADDR={}", core.local_addr());
+    println!("\nCORE_ADDR={}", core.local_addr());
     // Wait to be killed (bounded, so a lost parent does not leave us forever).
     tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+/// Kills the child core if the test fails before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test]
@@ -341,20 +428,30 @@ async fn accepted_messages_survive_sigkill() {
 
     let dir = tempfile::tempdir().unwrap();
     let pki = DevPki::ensure(&dir.path().join("pki")).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_core", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash_child_core",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let addr: SocketAddr = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
             .take(100)
-            .find_map(|line| line.strip_prefix("CORE_ADDR=").map(|a| a.parse().unwrap()))
+            .find_map(|line| {
+                line.split_once("CORE_ADDR=")
+                    .map(|(_, a)| a.trim().parse().unwrap())
+            })
             .expect("the child core printed its address")
     })
     .await
@@ -375,25 +472,24 @@ async fn accepted_messages_survive_sigkill() {
             .await;
         accepted.push(key);
     }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL on Unix
+    child.0.wait().unwrap();
     drop(edge);
 
     let core = Core::start(core_config(dir.path(), &pki)).await.unwrap();
     let mut edge = FakeEdge::connect(core.local_addr(), &pki).await;
-    edge.attach(1, "bob", 1).await;
-    let mut replayed = Vec::new();
-    loop {
-        match edge.next().await {
-            CoreFrame::Deliver { message, .. } => replayed.push(message.key),
-            CoreFrame::Synced { .. } => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (replayed, _) = edge.replay_to_bob(SENT + 1).await;
+    let replayed: Vec<SenderKey> = replayed.into_iter().map(|(key, _)| key).collect();
     for key in &accepted {
-        assert!(replayed.contains(key), "accepted {key:?} was lost in the crash");
+        assert!(
+            replayed.contains(key),
+            "accepted {key:?} was lost in the crash"
+        );
     }
     let counters: Vec<u64> = replayed.iter().map(|k| k.counter).collect();
-    assert!(counters.windows(2).all(|w| w[0] < w[1]), "replayed in order: {counters:?}");
+    assert!(
+        counters.windows(2).all(|w| w[0] < w[1]),
+        "replayed in order: {counters:?}"
+    );
     core.shutdown().await;
 }

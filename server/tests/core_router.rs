@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The router's delivery semantics, with no network and a virtual clock.
 //!
 //! [`Harness`] plays the driver: it feeds the router edge frames, queues its outputs on
@@ -814,4 +815,51 @@ fn an_ack_for_a_message_on_disk_is_written_but_an_ack_for_a_pending_one_is_not()
         "only the committing one"
     );
     assert_eq!(h.stored("bob", 1), Vec::<u64>::new());
+}
+
+#[test]
+fn when_the_disk_falls_behind_submits_beyond_the_pending_limits_are_refused() {
+    // Bounded memory: the core does not buffer without limit for a slow disk; the sender
+    // is told `Unavailable` (retry later) instead.
+    let mut h = alice_and_bob(RouterConfig {
+        pending_max: 3,
+        pending_bytes_max: 100,
+        ..config()
+    });
+    h.take_log(BOB_EDGE);
+    h.auto_commit = false;
+    for i in 0..3 {
+        h.submit("alice", "bob", &format!("m{i}"));
+    }
+    let refused = h.submit("alice", "bob", "no room");
+    let unavailable = CoreFrame::Rejected {
+        session: ALICE,
+        key: refused,
+        code: ErrorCode::Unavailable,
+    };
+    assert_eq!(
+        h.take_log(ALICE_EDGE),
+        vec![(Channel::Control, unavailable)]
+    );
+    assert_eq!(
+        h.delivered(BOB_EDGE, BOB).len(),
+        3,
+        "the refused one was not pushed"
+    );
+
+    h.auto_commit = true;
+    h.finish_commit();
+    h.drive();
+    assert_eq!(accepted(&h.take_log(ALICE_EDGE)).len(), 3);
+    let big = h.submit("alice", "bob", &"x".repeat(101));
+    let log = h.take_log(ALICE_EDGE);
+    assert!(
+        matches!(&log[..], [(_, CoreFrame::Rejected { key, code: ErrorCode::Unavailable, .. })] if *key == big),
+        "over the byte limit: {log:?}"
+    );
+    let fits = h.submit("alice", "bob", &"x".repeat(100));
+    assert_eq!(
+        accepted(&h.take_log(ALICE_EDGE)).first().map(|a| a.0),
+        Some(fits)
+    );
 }

@@ -19,7 +19,7 @@ use protocol::error::{DecodeError, EncodeError};
 use protocol::frames::Validate;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use tokio::sync::mpsc::error::TrySendError;
 
@@ -166,10 +166,23 @@ pub struct WriterStats {
     pub bytes: AtomicU64,
 }
 
+/// What travels from a [`FrameSender`] to its writer task.
+#[derive(Debug)]
+enum WriterItem<T> {
+    /// A frame to write.
+    Frame(T),
+    /// Write everything queued before this, finish the stream, wait until the peer has
+    /// read all of it, then answer.
+    Finish(oneshot::Sender<()>),
+}
+
+/// How long a finishing writer waits for the peer to read the end of the stream.
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The sending side of a writer task: a bounded queue of frames. Cheap to clone.
 #[derive(Debug)]
 pub struct FrameSender<T> {
-    tx: mpsc::Sender<T>,
+    tx: mpsc::Sender<WriterItem<T>>,
     stats: Arc<WriterStats>,
 }
 
@@ -185,13 +198,31 @@ impl<T> Clone for FrameSender<T> {
 impl<T> FrameSender<T> {
     /// Queues a frame, waiting while the queue is full.
     pub async fn send(&self, frame: T) -> Result<(), StreamError> {
-        self.tx.send(frame).await.map_err(|_| StreamError::Closed)
+        self.tx.send(WriterItem::Frame(frame)).await.map_err(|_| StreamError::Closed)
+    }
+
+    /// Writes every frame queued so far, finishes the stream and waits (at most a few
+    /// seconds) until the peer has read all of it. Closing a QUIC connection discards
+    /// stream data not yet delivered, so call this before a deliberate close when the
+    /// last frames matter (a client's final acknowledgements). Frames sent after this
+    /// are dropped.
+    pub async fn finish(&self) -> Result<(), StreamError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.tx.send(WriterItem::Finish(done_tx)).await.map_err(|_| StreamError::Closed)?;
+        done_rx.await.map_err(|_| StreamError::Closed)
     }
 
     /// Queues a frame if there is room now. The caller decides what a full queue means
     /// (the edge closes a slow client; the core lets a session catch up from the store).
     pub fn try_send(&self, frame: T) -> Result<(), TrySendError<T>> {
-        self.tx.try_send(frame)
+        self.tx.try_send(WriterItem::Frame(frame)).map_err(|e| match e {
+            TrySendError::Full(WriterItem::Frame(f)) => TrySendError::Full(f),
+            TrySendError::Closed(WriterItem::Frame(f)) => TrySendError::Closed(f),
+            // Only frames are sent by `try_send`.
+            TrySendError::Full(WriterItem::Finish(_)) | TrySendError::Closed(WriterItem::Finish(_)) => {
+                unreachable!("try_send only sends frames")
+            }
+        })
     }
 
     /// Room left in the queue.
@@ -238,34 +269,53 @@ pub fn spawn_writer<T: Serialize + Send + 'static>(
 async fn run_writer<T: Serialize>(
     mut send: quinn::SendStream,
     kind: Option<u8>,
-    mut rx: mpsc::Receiver<T>,
+    mut rx: mpsc::Receiver<WriterItem<T>>,
     stats: &WriterStats,
 ) -> Result<(), StreamError> {
     if let Some(kind) = kind {
         send.write_all(&[kind]).await?;
     }
-    let mut frames = Vec::with_capacity(BATCH_FRAMES_MAX);
+    let mut items = Vec::with_capacity(BATCH_FRAMES_MAX);
     let mut buf = BytesMut::with_capacity(BATCH_BYTES_MAX);
-    loop {
-        if rx.recv_many(&mut frames, BATCH_FRAMES_MAX).await == 0 {
+    let mut finish = None;
+    while finish.is_none() {
+        if rx.recv_many(&mut items, BATCH_FRAMES_MAX).await == 0 {
             break;
         }
         buf.clear();
         let mut count = 0u64;
-        for frame in frames.drain(..) {
-            match codec::encode(&frame, &mut buf) {
-                Ok(()) => count += 1,
-                // Frames are checked where they enter, so this is a bug; drop the one
-                // frame rather than the stream.
-                Err(e) => tracing::error!(error = %e, "dropping a frame that cannot be encoded"),
+        for item in items.drain(..) {
+            match item {
+                WriterItem::Frame(frame) if finish.is_none() => {
+                    match codec::encode(&frame, &mut buf) {
+                        Ok(()) => count += 1,
+                        // Frames are checked where they enter, so this is a bug; drop the
+                        // one frame rather than the stream.
+                        Err(e) => {
+                            tracing::error!(error = %e, "dropping a frame that cannot be encoded")
+                        }
+                    }
+                }
+                // Frames after a finish are dropped, as documented.
+                WriterItem::Frame(_) => {}
+                WriterItem::Finish(done) => finish = finish.or(Some(done)),
             }
         }
-        send.write_all(&buf).await?;
-        stats.frames.fetch_add(count, Ordering::Relaxed);
-        stats.writes.fetch_add(1, Ordering::Relaxed);
-        stats.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if !buf.is_empty() {
+            send.write_all(&buf).await?;
+            stats.frames.fetch_add(count, Ordering::Relaxed);
+            stats.writes.fetch_add(1, Ordering::Relaxed);
+            stats.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        }
     }
-    // All senders are gone: end the stream cleanly. It may already be reset by the peer.
+    // Finished on request, or all senders are gone: end the stream cleanly (it may
+    // already be reset by the peer).
     let _ = send.finish();
+    if let Some(done) = finish {
+        // `stopped` resolves once the peer has read the stream to its end (or stopped
+        // it, or the connection is gone): only then is it safe to close the connection.
+        let _ = tokio::time::timeout(FINISH_WAIT, send.stopped()).await;
+        let _ = done.send(());
+    }
     Ok(())
 }

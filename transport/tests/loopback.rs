@@ -152,3 +152,35 @@ fn dev_pki_is_created_once_and_reused() {
     assert_eq!(first, second);
     assert_eq!(std::fs::read(&second.ca_cert).unwrap(), ca);
 }
+
+// Closing a QUIC connection throws away stream data still in flight. `finish` is how a
+// sender makes sure its last frames (a client's final acknowledgements) arrived before it
+// closes: everything queued before it must reach the peer even if the connection is
+// closed the moment it returns.
+#[tokio::test]
+async fn finish_delivers_everything_before_an_immediate_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::ensure(dir.path()).unwrap();
+    let server = core_endpoint(&pki);
+    let addr = server.local_addr().unwrap();
+    let server_task = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let mut lane = FramedRecv::new(conn.accept_uni().await.unwrap());
+        lane.expect_kind(STREAM_KIND_LANE).await.unwrap();
+        let mut got = 0usize;
+        while let Ok(Some(_)) = lane.next::<EdgeFrame>().await {
+            got += 1;
+        }
+        (got, server)
+    });
+    let client = edge_endpoint(&pki, true);
+    let conn = client.connect(addr, DEV_SERVER_NAME).unwrap().await.unwrap();
+    let lanes = LaneSenders::<EdgeFrame>::open(&conn, 1, 4096, 0).await.unwrap();
+    for n in 0..3000 {
+        lanes.lane(0).send(attach(n)).await.unwrap();
+    }
+    lanes.lane(0).finish().await.unwrap();
+    conn.close(0u32.into(), b"bye");
+    let (got, _server) = server_task.await.unwrap();
+    assert_eq!(got, 3000);
+}

@@ -5,6 +5,9 @@
 //! arrival. Tokens are `user:<id>`; `expired` is refused with `TokenExpired`, anything
 //! else with `Unauthenticated`.
 
+// Test support: a failure here should panic loudly, like in the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -81,7 +84,14 @@ impl FakeEdge {
             }
         });
         let roots = transport::tls::load_certs(&pki.ca_cert).unwrap();
-        FakeEdge { addr, roots, state, acked, _endpoint: endpoint, _dir: dir }
+        FakeEdge {
+            addr,
+            roots,
+            state,
+            acked,
+            _endpoint: endpoint,
+            _dir: dir,
+        }
     }
 
     /// Stop (or resume) answering `Accepted`.
@@ -100,13 +110,21 @@ impl FakeEdge {
     pub fn received_from(&self, user: &str) -> Vec<String> {
         let user = UserId::new(user).unwrap();
         let state = self.state.lock().unwrap();
-        state.received.iter().filter(|(from, _)| *from == user).map(|(_, t)| t.clone()).collect()
+        state
+            .received
+            .iter()
+            .filter(|(from, _)| *from == user)
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     /// Messages stored for `user` (not yet acknowledged).
     pub fn stored_for(&self, user: &str) -> usize {
         let state = self.state.lock().unwrap();
-        state.inbox.get(&UserId::new(user).unwrap()).map_or(0, BTreeMap::len)
+        state
+            .inbox
+            .get(&UserId::new(user).unwrap())
+            .map_or(0, BTreeMap::len)
     }
 
     /// Waits (at most `limit`) until nothing is stored for `user`; `false` on timeout.
@@ -126,7 +144,9 @@ impl FakeEdge {
 }
 
 async fn serve(conn: quinn::Connection, state: Arc<Mutex<State>>, acked: Arc<tokio::sync::Notify>) {
-    let Ok((send, recv)) = conn.accept_bi().await else { return };
+    let Ok((send, recv)) = conn.accept_bi().await else {
+        return;
+    };
     let mut control_rx = FramedRecv::new(recv);
     let hello = match control_rx.next::<ClientFrame>().await {
         Ok(Some(ClientFrame::Hello(hello))) => hello,
@@ -134,7 +154,9 @@ async fn serve(conn: quinn::Connection, state: Arc<Mutex<State>>, acked: Arc<tok
     };
     let user = match hello.token.strip_prefix("user:").map(UserId::new) {
         Some(Ok(user)) => user,
-        _ if hello.token == "expired" => return transport::close(&conn, ErrorCode::TokenExpired, "token expired"),
+        _ if hello.token == "expired" => {
+            return transport::close(&conn, ErrorCode::TokenExpired, "token expired");
+        }
         _ => return transport::close(&conn, ErrorCode::Unauthenticated, "bad token"),
     };
     let control = transport::spawn_writer::<ServerFrame>(send, None, QUEUE);
@@ -143,19 +165,39 @@ async fn serve(conn: quinn::Connection, state: Arc<Mutex<State>>, acked: Arc<tok
         s.session_last += 1;
         SessionId(s.session_last)
     };
-    let limits = Limits { text_bytes_max: 4096, send_per_second: 1000, send_burst: 1000, lanes: LANES };
-    let welcome = Welcome { user: user.clone(), name: format!("{user}!"), session: session_id, limits, capabilities: 0 };
+    let limits = Limits {
+        text_bytes_max: 4096,
+        send_per_second: 1000,
+        send_burst: 1000,
+        lanes: LANES,
+    };
+    let welcome = Welcome {
+        user: user.clone(),
+        name: format!("{user}!"),
+        session: session_id,
+        limits,
+        capabilities: 0,
+    };
     control.send(ServerFrame::Welcome(welcome)).await.unwrap();
-    let Ok(lanes) = LaneSenders::<ServerFrame>::open(&conn, LANES, QUEUE, 0).await else { return };
+    let Ok(lanes) = LaneSenders::<ServerFrame>::open(&conn, LANES, QUEUE, 0).await else {
+        return;
+    };
     {
         // Register, then replay what is stored, then Synced.
         let mut s = state.lock().unwrap();
         for message in s.inbox.get(&user).into_iter().flat_map(BTreeMap::values) {
             let lane = ConversationId::direct(&message.from, &user).lane(LANES);
-            lanes.lane(lane).try_send(ServerFrame::Deliver(message.clone())).unwrap();
+            lanes
+                .lane(lane)
+                .try_send(ServerFrame::Deliver(message.clone()))
+                .unwrap();
         }
         control.try_send(ServerFrame::Synced).unwrap();
-        let session = Session { conn: conn.clone(), control: control.clone(), lanes };
+        let session = Session {
+            conn: conn.clone(),
+            control: control.clone(),
+            lanes,
+        };
         s.sessions.insert(user.clone(), session);
     }
 
@@ -189,7 +231,10 @@ async fn serve(conn: quinn::Connection, state: Arc<Mutex<State>>, acked: Arc<tok
         });
     }
     let mut s = state.lock().unwrap();
-    if s.sessions.get(&user).is_some_and(|session| session.conn.stable_id() == conn.stable_id()) {
+    if s.sessions
+        .get(&user)
+        .is_some_and(|session| session.conn.stable_id() == conn.stable_id())
+    {
         s.sessions.remove(&user);
     }
 }
@@ -210,12 +255,17 @@ fn submit(state: &Mutex<State>, from: &UserId, send: protocol::frames::client::S
     };
     if let Some(recipient) = s.sessions.get(&send.to) {
         let lane = ConversationId::direct(from, &send.to).lane(LANES);
-        let _ = recipient.lanes.lane(lane).try_send(ServerFrame::Deliver(message.clone()));
+        let _ = recipient
+            .lanes
+            .lane(lane)
+            .try_send(ServerFrame::Deliver(message.clone()));
     }
     s.inbox.entry(send.to).or_default().insert(id, message);
     if !s.silent
         && let Some(sender) = s.sessions.get(from)
     {
-        let _ = sender.control.try_send(ServerFrame::Accepted(Accepted { key: send.key, id }));
+        let _ = sender
+            .control
+            .try_send(ServerFrame::Accepted(Accepted { key: send.key, id }));
     }
 }

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_relay::{AuthConfig, CoreConfig, EdgeConfig, EdgeHandle, EdgeTlsPaths};
-use protocol::frames::client::{
-    ClientFrame, Hello, Message, SendMessage, ServerFrame, Welcome,
-};
+use protocol::frames::client::{ClientFrame, Hello, Message, SendMessage, ServerFrame, Welcome};
 use protocol::frames::link::{CoreFrame, CoreWelcome, EdgeFrame, EdgeHello};
 use protocol::frames::{ALPN_CLIENT, ALPN_CORE, PROTOCOL_VERSION};
 use protocol::ids::{DeviceId, SenderKey, ShardId, UserId};
@@ -42,7 +40,11 @@ impl TestEnv {
         let pki = DevPki::ensure(&dir.path().join("pki")).unwrap();
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, SECRET).unwrap();
-        Self { dir, pki, secret_file }
+        Self {
+            dir,
+            pki,
+            secret_file,
+        }
     }
 
     /// An edge configuration on a free loopback port, pointing at `core`.
@@ -67,8 +69,7 @@ impl TestEnv {
 
 /// A valid token for `user`, named `name`, valid for an hour.
 pub fn token(user: &str, name: &str) -> String {
-    edge_relay::auth::mint_hs256(SECRET, &uid(user), Some(name), Duration::from_secs(3600))
-        .unwrap()
+    edge_relay::auth::mint_hs256(SECRET, &uid(user), Some(name), Duration::from_secs(3600)).unwrap()
 }
 
 pub fn uid(s: &str) -> UserId {
@@ -139,7 +140,9 @@ impl FakeCore {
                 lanes: 2,
                 capabilities: 0,
             };
-            transport::write_frame(&mut send, &CoreFrame::CoreWelcome(welcome)).await.unwrap();
+            transport::write_frame(&mut send, &CoreFrame::CoreWelcome(welcome))
+                .await
+                .unwrap();
             let control = transport::spawn_writer(send, None, 1024);
             let lanes = LaneSenders::open(&conn, 2, 4096, 0).await.unwrap();
             let (tx, frames) = mpsc::channel(100_000);
@@ -148,11 +151,19 @@ impl FakeCore {
             tokio::spawn(async move {
                 while let Ok(recv) = lanes_conn.accept_uni().await {
                     let mut recv = FramedRecv::new(recv);
-                    recv.expect_kind(protocol::frames::STREAM_KIND_LANE).await.unwrap();
+                    recv.expect_kind(protocol::frames::STREAM_KIND_LANE)
+                        .await
+                        .unwrap();
                     tokio::spawn(read_edge_frames(recv, tx.clone()));
                 }
             });
-            CoreConn { conn, hello, control, lanes, frames }
+            CoreConn {
+                conn,
+                hello,
+                control,
+                lanes,
+                frames,
+            }
         })
         .await
     }
@@ -178,7 +189,9 @@ pub struct CoreConn {
 impl CoreConn {
     /// The next frame from the edge (control stream or any lane).
     pub async fn next_frame(&mut self) -> EdgeFrame {
-        within("a frame from the edge", self.frames.recv()).await.expect("edge link closed")
+        within("a frame from the edge", self.frames.recv())
+            .await
+            .expect("edge link closed")
     }
 
     /// The next frame for which `pick` returns something; other frames are skipped.
@@ -226,7 +239,8 @@ impl CoreConn {
 
     /// Simulates the core going away: closes the connection.
     pub fn crash(&self) {
-        self.conn.close(quinn::VarInt::from_u32(0), b"core restarting");
+        self.conn
+            .close(quinn::VarInt::from_u32(0), b"core restarting");
     }
 }
 
@@ -244,7 +258,10 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { open_lanes: true, read_lanes: true }
+        Self {
+            open_lanes: true,
+            read_lanes: true,
+        }
     }
 }
 
@@ -269,7 +286,10 @@ pub async fn dial(env: &TestEnv, edge: SocketAddr) -> (quinn::Endpoint, quinn::C
 pub async fn try_dial(
     env: &TestEnv,
     edge: SocketAddr,
-) -> (quinn::Endpoint, Result<quinn::Connection, quinn::ConnectionError>) {
+) -> (
+    quinn::Endpoint,
+    Result<quinn::Connection, quinn::ConnectionError>,
+) {
     let config = tls::client_config(
         tls::load_certs(&env.pki.ca_cert).unwrap(),
         ALPN_CLIENT,
@@ -280,7 +300,10 @@ pub async fn try_dial(
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(config);
     let conn = within("the TLS handshake", async {
-        endpoint.connect(edge, transport::pki::DEV_SERVER_NAME).unwrap().await
+        endpoint
+            .connect(edge, transport::pki::DEV_SERVER_NAME)
+            .unwrap()
+            .await
     })
     .await;
     (endpoint, conn)
@@ -334,7 +357,11 @@ impl TestClient {
             .await
             .unwrap_or_else(|(code, reason)| panic!("refused: {code}: {reason}"));
         let lanes = if options.open_lanes {
-            Some(LaneSenders::open(&conn, welcome.limits.lanes, 1024, 0).await.unwrap())
+            Some(
+                LaneSenders::open(&conn, welcome.limits.lanes, 1024, 0)
+                    .await
+                    .unwrap(),
+            )
         } else {
             None
         };
@@ -346,7 +373,11 @@ impl TestClient {
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         let mut recv = FramedRecv::new(recv);
-                        if recv.expect_kind(protocol::frames::STREAM_KIND_LANE).await.is_err() {
+                        if recv
+                            .expect_kind(protocol::frames::STREAM_KIND_LANE)
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         while let Ok(Some(frame)) = recv.next::<ServerFrame>().await {
@@ -361,7 +392,15 @@ impl TestClient {
                 }
             });
         }
-        Self { endpoint, conn, welcome, control_send, control_recv, lanes, deliveries }
+        Self {
+            endpoint,
+            conn,
+            welcome,
+            control_send,
+            control_recv,
+            lanes,
+            deliveries,
+        }
     }
 
     /// Sends a message to `to` on its conversation's lane.
@@ -369,26 +408,37 @@ impl TestClient {
         let lanes = self.lanes.as_ref().expect("this client opened no lanes");
         let to = uid(to);
         let lane = ConversationId::direct(&self.welcome.user, &to).lane(lanes.count());
-        let frame = ClientFrame::Send(SendMessage { to, key, text: text.into() });
+        let frame = ClientFrame::Send(SendMessage {
+            to,
+            key,
+            text: text.into(),
+        });
         lanes.lane(lane).send(frame).await.unwrap();
     }
 
     /// Writes a frame on the control stream.
     pub async fn send_control(&mut self, frame: &ClientFrame) {
-        transport::write_frame(&mut self.control_send, frame).await.unwrap();
+        transport::write_frame(&mut self.control_send, frame)
+            .await
+            .unwrap();
     }
 
     /// The next frame on the control stream.
     pub async fn next_control(&mut self) -> ServerFrame {
-        within("a control frame from the edge", self.control_recv.next::<ServerFrame>())
-            .await
-            .unwrap()
-            .expect("control stream ended")
+        within(
+            "a control frame from the edge",
+            self.control_recv.next::<ServerFrame>(),
+        )
+        .await
+        .unwrap()
+        .expect("control stream ended")
     }
 
     /// The next delivered message.
     pub async fn next_delivery(&mut self) -> Message {
-        within("a delivery", self.deliveries.recv()).await.expect("lanes closed")
+        within("a delivery", self.deliveries.recv())
+            .await
+            .expect("lanes closed")
     }
 
     /// Opens a raw unidirectional stream and writes `bytes` on it.

@@ -44,7 +44,10 @@ pub(crate) fn now() -> Now {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Now { instant: Instant::now(), unix_ms }
+    Now {
+        instant: Instant::now(),
+        unix_ms,
+    }
 }
 
 /// The router task's state.
@@ -95,7 +98,8 @@ impl Driver {
         let now = now();
         match input {
             Input::Connected { edge, link } => {
-                self.router.handle_edge_connected(now, edge, link.lanes.count());
+                self.router
+                    .handle_edge_connected(now, edge, link.lanes.count());
                 self.links.insert(edge, link);
             }
             Input::Frame { edge, frame } => self.router.handle_edge_frame(now, edge, frame),
@@ -114,7 +118,12 @@ impl Driver {
         let links = &self.links;
         self.router.pump_replay(now, &mut |edge| {
             links.get(&edge).map_or(0, |link| {
-                link.lanes.all().iter().map(FrameSender::capacity).min().unwrap_or(0)
+                link.lanes
+                    .all()
+                    .iter()
+                    .map(FrameSender::capacity)
+                    .min()
+                    .unwrap_or(0)
             })
         });
         self.send_outputs(now);
@@ -139,7 +148,11 @@ impl Driver {
     fn send_outputs(&mut self, now: Now) {
         while let Some(output) = self.router.poll_output() {
             match output {
-                Output::Send { edge, channel, frame } => {
+                Output::Send {
+                    edge,
+                    channel,
+                    frame,
+                } => {
                     let Some(link) = self.links.get(&edge) else {
                         continue;
                     };
@@ -150,7 +163,14 @@ impl Driver {
                     match sender.try_send(frame) {
                         Ok(()) => {}
                         Err(TrySendError::Full(frame)) => {
-                            self.router.handle_send_full(now, Output::Send { edge, channel, frame });
+                            self.router.handle_send_full(
+                                now,
+                                Output::Send {
+                                    edge,
+                                    channel,
+                                    frame,
+                                },
+                            );
                         }
                         Err(TrySendError::Closed(_)) => {
                             // A stream writer stopped while the connection may live on:

@@ -53,11 +53,22 @@ pub(crate) async fn serve(incoming: quinn::Incoming, edge: EdgeId, ctx: Arc<Edge
         match tokio::time::timeout(ctx.hello_timeout, handshake(&conn, &ctx)).await {
             Ok(Ok(parts)) => parts,
             Ok(Err((code, reason))) => return transport::close(&conn, code, &reason),
-            Err(_) => return transport::close(&conn, ErrorCode::HelloExpected, "no EdgeHello in time"),
+            Err(_) => {
+                return transport::close(&conn, ErrorCode::HelloExpected, "no EdgeHello in time");
+            }
         };
     tracing::info!(edge = edge.0, remote = %conn.remote_address(), "edge connected");
-    let link = EdgeLink { control, lanes, conn: conn.clone() };
-    if ctx.inputs.send(Input::Connected { edge, link }).await.is_err() {
+    let link = EdgeLink {
+        control,
+        lanes,
+        conn: conn.clone(),
+    };
+    if ctx
+        .inputs
+        .send(Input::Connected { edge, link })
+        .await
+        .is_err()
+    {
         return; // Shutting down.
     }
     let mut readers = JoinSet::new();
@@ -81,14 +92,20 @@ async fn handshake(
     let hello = match recv.next::<EdgeFrame>().await {
         Ok(Some(EdgeFrame::EdgeHello(hello))) => hello,
         Ok(Some(_)) | Ok(None) => {
-            return Err((ErrorCode::HelloExpected, "the first frame must be EdgeHello".into()));
+            return Err((
+                ErrorCode::HelloExpected,
+                "the first frame must be EdgeHello".into(),
+            ));
         }
         Err(e) => return Err((refusal_code(&e), e.to_string())),
     };
     if hello.version != PROTOCOL_VERSION {
         return Err((
             ErrorCode::UnsupportedVersion,
-            format!("edge speaks version {}, this core {PROTOCOL_VERSION}", hello.version),
+            format!(
+                "edge speaks version {}, this core {PROTOCOL_VERSION}",
+                hello.version
+            ),
         ));
     }
     let welcome = CoreFrame::CoreWelcome(CoreWelcome {
@@ -97,7 +114,9 @@ async fn handshake(
         lanes: ctx.lanes,
         capabilities: 0,
     });
-    transport::write_frame(&mut send, &welcome).await.map_err(|e| lost(&e))?;
+    transport::write_frame(&mut send, &welcome)
+        .await
+        .map_err(|e| lost(&e))?;
     let _ = send.set_priority(CONTROL_PRIORITY);
     let control = transport::spawn_writer(send, None, ctx.control_queue);
     let lanes = LaneSenders::open(conn, ctx.lanes, ctx.lane_queue, LANE_PRIORITY)
@@ -108,7 +127,11 @@ async fn handshake(
 }
 
 fn refusal_code(e: &StreamError) -> ErrorCode {
-    if e.is_protocol_violation() { e.code() } else { ErrorCode::NoError }
+    if e.is_protocol_violation() {
+        e.code()
+    } else {
+        ErrorCode::NoError
+    }
 }
 
 /// Closes `conn` if `e` is the peer's fault; a lost connection needs no close.
@@ -158,7 +181,12 @@ async fn accept_lanes(conn: quinn::Connection, edge: EdgeId, inputs: mpsc::Sende
     // QUIC's stream limit (the transport profile) bounds how many lanes are open at once.
     let mut lanes = JoinSet::new();
     while let Ok(stream) = conn.accept_uni().await {
-        lanes.spawn(read_lane(FramedRecv::new(stream), edge, conn.clone(), inputs.clone()));
+        lanes.spawn(read_lane(
+            FramedRecv::new(stream),
+            edge,
+            conn.clone(),
+            inputs.clone(),
+        ));
         // Reap finished lanes so the set does not grow with every stream ever opened.
         while lanes.try_join_next().is_some() {}
     }

@@ -33,7 +33,7 @@ use crate::error::CoreError;
 use crate::router::{EdgeId, Router};
 use crate::stats::{CoreStats, Counters};
 use crate::store::redb_store::RedbStore;
-use crate::store::{LogStore, StoreConfig};
+use crate::store::{LogStore, StoreConfig, StoreError};
 use driver::{Driver, now};
 use edge::EdgeContext;
 use writer::Writer;
@@ -68,10 +68,12 @@ impl Core {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let store_config = StoreConfig { device_ttl_ms: config.ttl_secs.saturating_mul(1000) };
+        let store_config = StoreConfig {
+            device_ttl_ms: config.ttl_secs.saturating_mul(1000),
+        };
         let store = tokio::task::spawn_blocking(move || RedbStore::open(&path, store_config))
             .await
-            .map_err(|_| CoreError::WriterGone)??;
+            .map_err(|e| StoreError::Open(format!("opening task failed: {e}")))??;
         Self::start_with_store(config, Arc::new(store)).await
     }
 
@@ -97,14 +99,22 @@ impl Core {
         reserve_first_ids(&mut router, &mut writer).await?;
         let counters = router.counters();
 
-        let endpoint = quinn::Endpoint::server(server_config, config.listen)
-            .map_err(|source| CoreError::Bind { addr: config.listen, source })?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            CoreError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
         let local_addr = endpoint.local_addr()?;
 
         // Bounded: readers wait when the router is behind (see `CoreConfig::router_queue`).
         let (inputs_tx, inputs) = mpsc::channel(config.router_queue);
         let (shutdown, shutdown_rx) = oneshot::channel();
-        let driver = Driver { router, writer, links: Default::default() };
+        let driver = Driver {
+            router,
+            writer,
+            links: Default::default(),
+        };
         let router_task = tokio::spawn(driver.run(inputs, shutdown_rx));
 
         let ctx = Arc::new(EdgeContext {
@@ -115,10 +125,20 @@ impl Core {
             control_queue: config.control_queue,
             hello_timeout: Duration::from_millis(config.hello_timeout_ms),
         });
-        let accept_task =
-            tokio::spawn(accept_edges(endpoint.clone(), ctx, Arc::new(Semaphore::new(config.edges_max))));
+        let accept_task = tokio::spawn(accept_edges(
+            endpoint.clone(),
+            ctx,
+            Arc::new(Semaphore::new(config.edges_max)),
+        ));
         tracing::info!(addr = %local_addr, shard = config.shard, "core listening");
-        Ok(CoreHandle { endpoint, local_addr, counters, shutdown, router_task, accept_task })
+        Ok(CoreHandle {
+            endpoint,
+            local_addr,
+            counters,
+            shutdown,
+            router_task,
+            accept_task,
+        })
     }
 }
 
@@ -128,16 +148,19 @@ async fn reserve_first_ids(router: &mut Router, writer: &mut Writer) -> Result<(
     while !router.ids_ready() {
         let Some(batch) = router.poll_batch(now()) else {
             // Only after a failed commit: the first reservation is refused, do not serve.
-            return Err(CoreError::Store(crate::store::StoreError::Transaction(
+            return Err(CoreError::Store(StoreError::Transaction(
                 "the first id reservation could not be committed".into(),
             )));
         };
-        writer.batches.send(batch).map_err(|_| CoreError::WriterGone)?;
+        writer
+            .batches
+            .send(batch)
+            .map_err(|_| CoreError::WriterGone)?;
         let (batch, result) = writer.done.recv().await.ok_or(CoreError::WriterGone)?;
         let failed = result.as_ref().err().map(ToString::to_string);
         router.handle_commit(now(), batch, result);
         if let Some(e) = failed {
-            return Err(CoreError::Store(crate::store::StoreError::Transaction(e)));
+            return Err(CoreError::Store(StoreError::Transaction(e)));
         }
     }
     Ok(())
@@ -183,7 +206,11 @@ impl CoreHandle {
         let _ = self.shutdown.send(());
         if let Ok(writer) = self.router_task.await {
             // Dropping the batch sender ends the thread once its last commit is done.
-            let Writer { batches, done, thread } = writer;
+            let Writer {
+                batches,
+                done,
+                thread,
+            } = writer;
             drop(batches);
             drop(done);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;

@@ -34,7 +34,11 @@ pub(crate) fn spawn(store: Arc<dyn LogStore>) -> std::io::Result<Writer> {
     let thread = std::thread::Builder::new()
         .name("quichat-writer".into())
         .spawn(move || run(store.as_ref(), rx, done_tx))?;
-    Ok(Writer { batches, done, thread })
+    Ok(Writer {
+        batches,
+        done,
+        thread,
+    })
 }
 
 fn run(store: &dyn LogStore, batches: Receiver<WriteBatch>, done: mpsc::Sender<Done>) {

@@ -185,7 +185,7 @@ impl Router {
             let id = stored.message.id;
             bytes += stored.message.text.len() as u64;
             self.accept(id);
-            self.pending.remove(&id);
+            self.take_pending(id);
             if let Some(entry) = self.users.get_mut(&stored.message.to) {
                 entry.pending.remove(&id);
             }

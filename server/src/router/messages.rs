@@ -65,7 +65,9 @@ impl Router {
         if self.config.shard_map.shard_of(&submit.to) != self.config.shard {
             return self.reject(sender, submit, ErrorCode::Unavailable);
         }
-        if self.pending.len() >= self.config.pending_max {
+        if self.pending.len() >= self.config.pending_max
+            || self.pending_bytes + submit.text.len() > self.config.pending_bytes_max
+        {
             tracing::warn!(pending = self.pending.len(), "pending limit reached");
             return self.reject(sender, submit, ErrorCode::Unavailable);
         }
@@ -104,6 +106,7 @@ impl Router {
         entry.pending.insert(id);
         entry.accumulating_len += 1;
         self.pipeline.add_message(id);
+        self.pending_bytes += message.text.len();
         self.pending.insert(
             id,
             PendingMessage {
@@ -255,10 +258,19 @@ impl Router {
         }
     }
 
+    /// Removes a message from the pending overlay.
+    pub(super) fn take_pending(&mut self, id: MessageId) -> Option<PendingMessage> {
+        let pending = self.pending.remove(&id)?;
+        self.pending_bytes = self
+            .pending_bytes
+            .saturating_sub(pending.message.text.len());
+        Some(pending)
+    }
+
     /// Takes a fully acknowledged message out of the accumulating batch: it is in the
     /// recipient's hands, so it never needs the disk.
     fn drop_unwritten(&mut self, id: MessageId) {
-        let Some(pending) = self.pending.remove(&id) else {
+        let Some(pending) = self.take_pending(id) else {
             return;
         };
         self.pipeline.remove_message(id);

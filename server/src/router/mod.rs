@@ -1,7 +1,7 @@
 //! The core's routing logic, sans-IO.
 //!
 //! [`Router`] is deterministic, in the style of quinn-proto's `Connection`: it never
-//! touches sockets, threads or the clock. The driver ([`crate::net`]) feeds it events with
+//! touches sockets, threads or the clock. The driver (`net`, behind [`crate::Core`]) feeds it events with
 //! `handle_*(now, …)` and drains what it wants done with `poll_*`:
 //!
 //! ```text
@@ -15,14 +15,14 @@
 //! [`WriteBatch`]es, committed one at a time by the writer thread.
 //!
 //! # Layout
-//! - [`ids`]: message ids from durably reserved blocks.
-//! - [`sessions`]: edges, sessions and per-user state; attach, detach, edge gone.
-//! - [`messages`]: submit (push at once) and acknowledgements (accept early, drop from the
+//! - `ids`: message ids from durably reserved blocks.
+//! - `sessions`: edges, sessions and per-user state; attach, detach, edge gone.
+//! - `messages`: submit (push at once) and acknowledgements (accept early, drop from the
 //!   batch when every device has it).
-//! - [`commit`]: group commit, double-buffered: one batch committing, one accumulating.
-//! - [`replay`]: paging a session through the store and the pending overlay, and sessions
+//! - `commit`: group commit, double-buffered: one batch committing, one accumulating.
+//! - `replay`: paging a session through the store and the pending overlay, and sessions
 //!   that fell behind (a full lane) catching up.
-//! - [`upkeep`]: the periodic work of a tick (expiry, device ageing, forgetting idle users).
+//! - `upkeep`: the periodic work of a tick (expiry, device ageing, forgetting idle users).
 //!
 //! # Invariants
 //! - Ids increase in the order messages are accepted, and batches commit in order, so
@@ -32,6 +32,28 @@
 //!   (a full lane) resumes from that id, so it misses nothing and skips nothing.
 //! - A message is answered `Accepted` at most once, and only when it is committed or every
 //!   known device of the recipient acknowledged it.
+//!
+//! # Decisions (where this departs from the first design, and why)
+//! - **Acks of never-written messages cost no write.** An ack becomes an `AckOp` only for
+//!   ids that may be on disk (at most the user's `durable_max`); acks of accumulating
+//!   messages travel inside the appended record. Otherwise skipping the append would
+//!   still cost one fsync'd `AckOp` per message.
+//! - **Replay asks for room, live pushes may lag.** [`Router::pump_replay`] is told how
+//!   much room each edge's fullest lane has; the router is the only producer on those
+//!   queues, so a page that fits is never refused. Only live pushes can find a lane full,
+//!   and then the session falls back to replay ([`Router::handle_send_full`]).
+//! - **A full control stream closes the edge** (`SlowConsumer`): `Accepted`, `Synced`
+//!   and `Kick` cannot be re-derived from the store the way deliveries can.
+//! - **Expiry counts from the core's clock** (`now + ttl`), not the edge's `sent_at_ms`:
+//!   a skewed edge clock must not shorten how long a message is kept.
+//! - **The writer hands the batch back** with its outcome ([`Router::handle_commit`]), so
+//!   the router keeps no copy of the committing batch and can merge a failed one back.
+//! - **Pending work is bounded** by count and bytes (`pending_max`,
+//!   `pending_bytes_max`); beyond them submits get `Unavailable`.
+//! - **The router ages devices like the store** (and refreshes long-attached ones), so
+//!   "every known device" means the same on both sides.
+//! - **Known duplicate:** a replay may resend a message whose ack is still in an
+//!   uncommitted batch. DESIGN allows rare duplicates on the wire; the client drops them.
 
 mod commit;
 mod ids;
@@ -137,6 +159,9 @@ pub struct RouterConfig {
     /// Most messages pending (accumulating or committing) at once; beyond it, submits are
     /// refused with `Unavailable` (the disk cannot keep up, or is failing).
     pub pending_max: usize,
+    /// Most text bytes pending at once, with the same policy: memory stays bounded
+    /// whatever the message sizes.
+    pub pending_bytes_max: usize,
     /// A user with no sessions, nothing pending and no activity for this long is forgotten
     /// (reloaded from the store on next use).
     pub user_idle: Duration,
@@ -158,6 +183,7 @@ impl Default for RouterConfig {
             replay_pages_per_pump: 16,
             expire_interval: Duration::from_secs(30),
             pending_max: 200_000,
+            pending_bytes_max: 256 * 1024 * 1024,
             user_idle: Duration::from_secs(60),
             commit_retry: Duration::from_millis(100),
         }
@@ -183,6 +209,8 @@ pub struct Router {
     users: HashMap<protocol::UserId, UserEntry>,
     /// Messages not yet committed (or committing), by id: the pending overlay.
     pending: BTreeMap<protocol::MessageId, PendingMessage>,
+    /// Text bytes of the pending messages.
+    pending_bytes: usize,
     /// The accumulating and committing batches.
     pipeline: Pipeline,
     /// Sessions catching up (replaying), served round-robin by [`Router::pump_replay`].
@@ -225,6 +253,7 @@ impl Router {
             devices_online: HashMap::new(),
             users: HashMap::new(),
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             pipeline,
             replay_queue: VecDeque::new(),
             outbox: VecDeque::new(),
