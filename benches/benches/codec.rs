@@ -14,7 +14,10 @@ fn message() -> Message {
         from: UserId::new("player-1234").unwrap(),
         from_name: "Player 1234".into(),
         to: UserId::new("player-5678").unwrap(),
-        key: SenderKey { epoch: 0x1234_5678_9abc, counter: 42 },
+        key: SenderKey {
+            epoch: 0x1234_5678_9abc,
+            counter: 42,
+        },
         sent_at_ms: 1_795_000_000_000,
         text: "x".repeat(64),
     }
@@ -33,7 +36,10 @@ fn bench(c: &mut Criterion) {
     });
 
     let batch: Vec<CoreFrame> = (0..64)
-        .map(|i| CoreFrame::Deliver { sessions: vec![SessionId(i)], message: message() })
+        .map(|i| CoreFrame::Deliver {
+            sessions: vec![SessionId(i)],
+            message: message(),
+        })
         .collect();
     let mut group = c.benchmark_group("batch of 64 deliveries");
     group.throughput(Throughput::Elements(64));

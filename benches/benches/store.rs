@@ -15,7 +15,10 @@ fn message(id: u64) -> StoredMessage {
             from: UserId::new("sender").unwrap(),
             from_name: "Sender".into(),
             to: UserId::new(format!("user-{}", id % 64)).unwrap(),
-            key: SenderKey { epoch: 1, counter: id },
+            key: SenderKey {
+                epoch: 1,
+                counter: id,
+            },
             sent_at_ms: 1_795_000_000_000,
             text: "x".repeat(64),
         },
@@ -25,13 +28,18 @@ fn message(id: u64) -> StoredMessage {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        RedbStore::open(&dir.path().join("bench.redb"), StoreConfig { device_ttl_ms: u64::MAX })
-            .unwrap();
+    let store = RedbStore::open(
+        &dir.path().join("bench.redb"),
+        StoreConfig {
+            device_ttl_ms: u64::MAX,
+        },
+    )
+    .unwrap();
     let device = DeviceId(1);
     let mut seen = WriteBatch::default();
     for u in 0..64 {
-        seen.devices_seen.push((UserId::new(format!("user-{u}")).unwrap(), device, 1));
+        seen.devices_seen
+            .push((UserId::new(format!("user-{u}")).unwrap(), device, 1));
     }
     store.commit(&seen).unwrap();
     let mut next_id = 1u64;
@@ -48,7 +56,10 @@ fn bench(c: &mut Criterion) {
                     (first..next_id).map(message).collect::<Vec<_>>()
                 },
                 |messages| {
-                    let appends = WriteBatch { appends: messages.clone(), ..WriteBatch::default() };
+                    let appends = WriteBatch {
+                        appends: messages.clone(),
+                        ..WriteBatch::default()
+                    };
                     store.commit(&appends).unwrap();
                     let acks = messages
                         .iter()
@@ -58,7 +69,12 @@ fn bench(c: &mut Criterion) {
                             ranges: vec![IdRange::single(m.message.id)],
                         })
                         .collect();
-                    store.commit(&WriteBatch { acks, ..WriteBatch::default() }).unwrap();
+                    store
+                        .commit(&WriteBatch {
+                            acks,
+                            ..WriteBatch::default()
+                        })
+                        .unwrap();
                 },
                 BatchSize::SmallInput,
             )

@@ -36,7 +36,11 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { edges: 1, send_per_second: 100_000, send_burst: 100_000 }
+        Self {
+            edges: 1,
+            send_per_second: 100_000,
+            send_burst: 100_000,
+        }
     }
 }
 
@@ -63,21 +67,40 @@ impl Stack {
         for i in 0..options.edges.max(1) {
             let mut config = edge_relay::EdgeConfig::new(
                 EdgeTlsPaths::from_dev_pki(&pki),
-                EdgeCoreLink::new(core.local_addr().to_string(), transport::pki::DEV_SERVER_NAME),
+                EdgeCoreLink::new(
+                    core.local_addr().to_string(),
+                    transport::pki::DEV_SERVER_NAME,
+                ),
                 AuthConfig::Hs256SecretFile(secret_file.clone()),
             );
             config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
             config.name = format!("edge-{i}");
             config.send_per_second = options.send_per_second;
             config.send_burst = options.send_burst;
-            edges.push(edge_relay::Edge::start(config).await.context("starting an edge")?);
+            edges.push(
+                edge_relay::Edge::start(config)
+                    .await
+                    .context("starting an edge")?,
+            );
         }
-        Ok(Self { dir, pki, secret, core, edges })
+        Ok(Self {
+            dir,
+            pki,
+            secret,
+            core,
+            edges,
+        })
     }
 
     /// A client configuration for `user` on edge `edge` with device `device`.
-    pub fn client_config(&self, edge: usize, user: &UserId, device: u64) -> Result<client::ClientConfig> {
-        let token = edge_relay::auth::mint_hs256(&self.secret, user, None, Duration::from_secs(3600))?;
+    pub fn client_config(
+        &self,
+        edge: usize,
+        user: &UserId,
+        device: u64,
+    ) -> Result<client::ClientConfig> {
+        let token =
+            edge_relay::auth::mint_hs256(&self.secret, user, None, Duration::from_secs(3600))?;
         let roots = transport::tls::load_certs(&self.pki.ca_cert)?;
         Ok(client::ClientConfig::new(
             self.edges[edge % self.edges.len()].local_addr(),

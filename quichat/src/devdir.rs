@@ -70,7 +70,11 @@ impl DevDir {
     pub fn edge_addr(&self) -> Result<SocketAddr> {
         let path = self.edge_addr_file();
         let text = fs::read_to_string(&path).with_context(|| {
-            format!("reading {} (is `quichat dev --data {}` running?)", path.display(), self.root.display())
+            format!(
+                "reading {} (is `quichat dev --data {}` running?)",
+                path.display(),
+                self.root.display()
+            )
         })?;
         text.trim()
             .parse()
@@ -117,8 +121,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dev = DevDir::new(dir.path());
         let user = UserId::new("alice/🙂").unwrap();
-        assert_eq!(dev.device_for(&user).unwrap(), dev.device_for(&user).unwrap());
+        assert_eq!(
+            dev.device_for(&user).unwrap(),
+            dev.device_for(&user).unwrap()
+        );
         let other = UserId::new("bob").unwrap();
-        assert_ne!(dev.device_for(&user).unwrap(), dev.device_for(&other).unwrap());
+        assert_ne!(
+            dev.device_for(&user).unwrap(),
+            dev.device_for(&other).unwrap()
+        );
     }
 }

@@ -86,7 +86,7 @@ fn parse(text: &str) -> Option<(usize, u64, u64)> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if args.size < HEADER_BYTES || args.pairs == 0 || !(args.rate > 0.0) {
+    if args.size < HEADER_BYTES || args.pairs == 0 || args.rate.is_nan() || args.rate <= 0.0 {
         bail!("need --size >= {HEADER_BYTES}, --pairs >= 1 and --rate > 0");
     }
     tracing_subscriber::fmt()
@@ -97,7 +97,11 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let stack = Stack::start(StackOptions { edges: args.edges, ..StackOptions::default() }).await?;
+    let stack = Stack::start(StackOptions {
+        edges: args.edges,
+        ..StackOptions::default()
+    })
+    .await?;
     let base = Instant::now();
 
     // Connect every pair.
@@ -110,13 +114,10 @@ async fn main() -> Result<()> {
             client::Client::connect(stack.client_config(pair, &from, pair as u64 + 1)?)
                 .await
                 .context("connecting a sender")?;
-        let (rx, rx_events) = client::Client::connect(stack.client_config(
-            pair + 1,
-            &to,
-            1_000_000 + pair as u64,
-        )?)
-        .await
-        .context("connecting a recipient")?;
+        let (rx, rx_events) =
+            client::Client::connect(stack.client_config(pair + 1, &to, 1_000_000 + pair as u64)?)
+                .await
+                .context("connecting a recipient")?;
         senders.push((tx, _tx_events, to));
         receivers.push((rx, rx_events));
     }
@@ -135,7 +136,9 @@ async fn main() -> Result<()> {
             while let Some(event) = events.next().await {
                 let Event::Message(m) = event else { continue };
                 let now_ns = base.elapsed().as_nanos() as u64;
-                let Some((pair, seq, intended)) = parse(&m.text) else { continue };
+                let Some((pair, seq, intended)) = parse(&m.text) else {
+                    continue;
+                };
                 let mut r = received.lock().await;
                 if pair >= r.seen.len() {
                     continue;
@@ -219,7 +222,9 @@ async fn main() -> Result<()> {
     }
     let stats_after = stack.core.stats();
     let r = received.lock().await;
-    let Some(h) = r.histogram.as_ref() else { bail!("no histogram") };
+    let Some(h) = r.histogram.as_ref() else {
+        bail!("no histogram")
+    };
     let measured_secs = sending_done.as_secs_f64() - start_ns as f64 / 1e9;
     let commits = stats_after.commits - stats_before.commits;
     let committed = stats_after.committed - stats_before.committed;

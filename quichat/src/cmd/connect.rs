@@ -24,9 +24,13 @@ pub fn client_config(args: &ConnectArgs, user: Option<&str>) -> Result<client::C
                 bail!("with --dev, name the user (--from for send, --user for listen)");
             };
             let user = UserId::new(user).context("user id")?;
-            let secret = crate::devdir::read_secret(&dev.token_secret_file()).with_context(|| {
-                format!("no dev token secret in {} (start `quichat dev` first)", dir.display())
-            })?;
+            let secret =
+                crate::devdir::read_secret(&dev.token_secret_file()).with_context(|| {
+                    format!(
+                        "no dev token secret in {} (start `quichat dev` first)",
+                        dir.display()
+                    )
+                })?;
             let token = edge_relay::auth::mint_hs256(&secret, &user, None, DEV_TOKEN_TTL)?;
             let device = match args.device {
                 Some(id) => DeviceId(id),
@@ -36,8 +40,7 @@ pub fn client_config(args: &ConnectArgs, user: Option<&str>) -> Result<client::C
             (dev.edge_addr()?, roots, token, device)
         }
         None => {
-            let (Some(edge), Some(cert), Some(token)) = (args.edge, &args.cert, &args.token)
-            else {
+            let (Some(edge), Some(cert), Some(token)) = (args.edge, &args.cert, &args.token) else {
                 bail!("give either --dev DIR, or all of --edge, --cert and --token");
             };
             if user.is_some() {
@@ -48,10 +51,21 @@ pub fn client_config(args: &ConnectArgs, user: Option<&str>) -> Result<client::C
                 None => client::device_id_from_file(&home_device_file())
                     .context("keeping this machine's device id")?,
             };
-            (edge, transport::tls::load_certs(cert)?, token.clone(), device)
+            (
+                edge,
+                transport::tls::load_certs(cert)?,
+                token.clone(),
+                device,
+            )
         }
     };
-    Ok(client::ClientConfig::new(edge, args.server_name.clone(), roots, token, device))
+    Ok(client::ClientConfig::new(
+        edge,
+        args.server_name.clone(),
+        roots,
+        token,
+        device,
+    ))
 }
 
 fn home_device_file() -> PathBuf {

@@ -108,7 +108,9 @@ impl CoreArgs {
 /// Runs the core until Ctrl-C or SIGTERM.
 pub async fn run(args: CoreArgs) -> Result<()> {
     let config = args.config()?;
-    let core = server::Core::start(config).await.context("starting the core")?;
+    let core = server::Core::start(config)
+        .await
+        .context("starting the core")?;
     tracing::info!(addr = %core.local_addr(), "core listening for edges");
     // Scripts and tests read the bound address (the port may be 0 in the config).
     println!("core listening on {}", core.local_addr());

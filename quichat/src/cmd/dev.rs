@@ -28,11 +28,16 @@ pub async fn run(args: DevArgs) -> Result<()> {
         edge_ca: Some(pki.ca_cert.clone()),
         ..server::CoreConfig::default()
     };
-    let core = server::Core::start(core_config).await.context("starting the core")?;
+    let core = server::Core::start(core_config)
+        .await
+        .context("starting the core")?;
 
     let mut edge_config = edge_relay::EdgeConfig::new(
         EdgeTlsPaths::from_dev_pki(&pki),
-        EdgeCoreLink::new(core.local_addr().to_string(), transport::pki::DEV_SERVER_NAME),
+        EdgeCoreLink::new(
+            core.local_addr().to_string(),
+            transport::pki::DEV_SERVER_NAME,
+        ),
         AuthConfig::Hs256SecretFile(dev.token_secret_file()),
     );
     edge_config.listen = args.listen;
@@ -50,15 +55,25 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
     let dir = dev.root.display();
     println!("quichat dev is running.");
-    println!("  edge (game clients): {edge_addr}   core (edges only): {}", core.local_addr());
+    println!(
+        "  edge (game clients): {edge_addr}   core (edges only): {}",
+        core.local_addr()
+    );
     println!("  data, certificates and token secret: {dir}");
     println!();
     println!("Try it, in two more terminals:");
     println!("  quichat listen --dev {dir} --user bob");
     println!("  quichat send --dev {dir} --from alice --to bob \"gg, rematch?\"");
     println!();
-    println!("From your own code: connect to {edge_addr}, trust {}, server name \"{}\",", pki.ca_cert.display(), transport::pki::DEV_SERVER_NAME);
-    println!("with a token from `quichat token --secret-file {} --user ID`.", dev.token_secret_file().display());
+    println!(
+        "From your own code: connect to {edge_addr}, trust {}, server name \"{}\",",
+        pki.ca_cert.display(),
+        transport::pki::DEV_SERVER_NAME
+    );
+    println!(
+        "with a token from `quichat token --secret-file {} --user ID`.",
+        dev.token_secret_file().display()
+    );
     println!("Stop with Ctrl-C.");
 
     crate::shutdown_signal().await;

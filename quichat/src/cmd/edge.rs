@@ -85,7 +85,11 @@ impl EdgeArgs {
         o.set("client_cert", self.client_cert.as_ref())?;
         o.set("client_key", self.client_key.as_ref())?;
         o.set_only("auth", "hs256_secret_file", self.hs256_secret_file.as_ref())?;
-        o.set_only("auth", "eddsa_public_key_file", self.eddsa_public_key_file.as_ref())?;
+        o.set_only(
+            "auth",
+            "eddsa_public_key_file",
+            self.eddsa_public_key_file.as_ref(),
+        )?;
         o.set("text_bytes_max", self.text_bytes_max.as_ref())?;
         o.set("send_per_second", self.send_per_second.as_ref())?;
         o.set("send_burst", self.send_burst.as_ref())?;
@@ -101,7 +105,9 @@ impl EdgeArgs {
 /// Runs the edge until Ctrl-C or SIGTERM.
 pub async fn run(args: EdgeArgs) -> Result<()> {
     let config = args.config()?;
-    let edge = edge_relay::Edge::start(config).await.context("starting the edge")?;
+    let edge = edge_relay::Edge::start(config)
+        .await
+        .context("starting the edge")?;
     tracing::info!(addr = %edge.local_addr(), "edge listening for clients");
     println!("edge listening on {}", edge.local_addr());
     crate::shutdown_signal().await;

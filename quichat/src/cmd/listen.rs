@@ -45,11 +45,16 @@ pub async fn run(args: ListenArgs) -> Result<()> {
                     "sent_at_ms": m.sent_at_ms,
                 });
                 let mut out = stdout.lock();
-                writeln!(out, "{line}").and_then(|()| out.flush()).context("writing to standard output")?;
+                writeln!(out, "{line}")
+                    .and_then(|()| out.flush())
+                    .context("writing to standard output")?;
                 client.ack(m.id);
                 printed += 1;
             }
-            Some(Event::Disconnected { code: Some(code), reason }) if code.closes_connection() && is_permanent(code) => {
+            Some(Event::Disconnected {
+                code: Some(code),
+                reason,
+            }) if code.closes_connection() && is_permanent(code) => {
                 break Err(anyhow::anyhow!("disconnected: {code}: {reason}"));
             }
             Some(other) => tracing::debug!(event = ?other, "event"),
@@ -64,5 +69,8 @@ pub async fn run(args: ListenArgs) -> Result<()> {
 /// Errors reconnecting cannot heal.
 fn is_permanent(code: protocol::ErrorCode) -> bool {
     use protocol::ErrorCode::*;
-    matches!(code, Unauthenticated | TokenExpired | UnsupportedVersion | Forbidden)
+    matches!(
+        code,
+        Unauthenticated | TokenExpired | UnsupportedVersion | Forbidden
+    )
 }

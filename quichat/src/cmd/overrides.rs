@@ -54,7 +54,12 @@ impl Overrides {
     }
 
     /// Replaces the table at `path` with one key (for one-of tables such as `[auth]`).
-    pub fn set_only<T: Serialize>(&mut self, path: &str, key: &str, value: Option<&T>) -> Result<()> {
+    pub fn set_only<T: Serialize>(
+        &mut self,
+        path: &str,
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<()> {
         if value.is_some() {
             self.table.remove(path);
             self.set(&format!("{path}.{key}"), value)?;
@@ -76,7 +81,11 @@ mod tests {
     fn flags_replace_file_keys_including_nested_ones() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "lanes = 4\n[core]\naddress = \"a:1\"\nserver_name = \"x\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "lanes = 4\n[core]\naddress = \"a:1\"\nserver_name = \"x\"\n",
+        )
+        .unwrap();
         let mut o = Overrides::from_file(Some(&file)).unwrap();
         o.set("lanes", Some(&8u8)).unwrap();
         o.set("core.address", Some(&"b:2")).unwrap();
@@ -86,5 +95,47 @@ mod tests {
         assert_eq!(t["core"]["address"].as_str(), Some("b:2"));
         assert_eq!(t["core"]["server_name"].as_str(), Some("x"));
         assert!(!t.contains_key("absent"));
+    }
+}
+
+#[cfg(test)]
+mod example_configs {
+    use clap::Parser;
+
+    // The example configurations in docs/config are what operators copy: they must parse,
+    // and flags must override them.
+    #[test]
+    fn the_documented_examples_parse_and_flags_override_them() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config");
+        let cli = crate::args::Cli::try_parse_from([
+            "quichat",
+            "core",
+            "--config",
+            root.join("core.toml").to_str().unwrap(),
+            "--inbox-max",
+            "7",
+        ])
+        .unwrap();
+        let crate::args::Command::Core(args) = cli.command else { panic!("not core") };
+        let core = args.config().unwrap();
+        assert_eq!(core.inbox_max, 7);
+        assert_eq!(core.ttl_secs, 604_800);
+
+        let cli = crate::args::Cli::try_parse_from([
+            "quichat",
+            "edge",
+            "--config",
+            root.join("edge.toml").to_str().unwrap(),
+            "--core-address",
+            "10.0.0.1:7443",
+            "--send-per-second",
+            "9",
+        ])
+        .unwrap();
+        let crate::args::Command::Edge(args) = cli.command else { panic!("not edge") };
+        let edge = args.config().unwrap();
+        assert_eq!(edge.core.address, "10.0.0.1:7443");
+        assert_eq!(edge.send_per_second, 9);
+        assert_eq!(edge.name, "edge-eu-1");
     }
 }

@@ -16,7 +16,9 @@ use crate::args::SendArgs;
 pub async fn run(args: SendArgs) -> Result<()> {
     let text = if args.text == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading the text from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the text from standard input")?;
         // A trailing newline from `echo` is not part of the message.
         if text.ends_with('\n') {
             text.pop();
