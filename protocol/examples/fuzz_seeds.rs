@@ -12,10 +12,17 @@ use protocol::frames::link::{Attach, CoreFrame, CoreWelcome, EdgeFrame, EdgeHell
 use protocol::{DeviceId, ErrorCode, IdRange, MessageId, SenderKey, SessionId, ShardId, UserId};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/seeds".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/seeds".into()),
+    );
     let alice = UserId::new("alice")?;
     let bob = UserId::new("bob")?;
-    let key = SenderKey { epoch: 7, counter: 1 };
+    let key = SenderKey {
+        epoch: 7,
+        counter: 1,
+    };
     let message = Message {
         id: MessageId(42),
         from: alice.clone(),
@@ -25,7 +32,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sent_at_ms: 1_700_000_000_000,
         text: "gg, rematch? 🙂".into(),
     };
-    let ranges = vec![IdRange { first: MessageId(1), last: MessageId(9) }];
+    let ranges = vec![IdRange {
+        first: MessageId(1),
+        last: MessageId(9),
+    }];
 
     let client: Vec<Vec<u8>> = vec![
         encode_to_vec(&ClientFrame::Hello(Hello {
@@ -34,17 +44,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             device: DeviceId(3),
             capabilities: 0,
         }))?,
-        encode_to_vec(&ClientFrame::Send(SendMessage { to: bob.clone(), key, text: "hi".into() }))?,
-        encode_to_vec(&ClientFrame::Ack(Ack { ranges: ranges.clone() }))?,
+        encode_to_vec(&ClientFrame::Send(SendMessage {
+            to: bob.clone(),
+            key,
+            text: "hi".into(),
+        }))?,
+        encode_to_vec(&ClientFrame::Ack(Ack {
+            ranges: ranges.clone(),
+        }))?,
         encode_to_vec(&ServerFrame::Welcome(Welcome {
             user: alice.clone(),
             name: "Alice".into(),
             session: SessionId(1),
-            limits: Limits { text_bytes_max: 4096, send_per_second: 50, send_burst: 100, lanes: 8 },
+            limits: Limits {
+                text_bytes_max: 4096,
+                send_per_second: 50,
+                send_burst: 100,
+                lanes: 8,
+            },
             capabilities: 0,
         }))?,
         encode_to_vec(&ServerFrame::Deliver(message.clone()))?,
-        encode_to_vec(&ServerFrame::Accepted(Accepted { key, id: MessageId(42) }))?,
+        encode_to_vec(&ServerFrame::Accepted(Accepted {
+            key,
+            id: MessageId(42),
+        }))?,
         encode_to_vec(&ServerFrame::Rejected(Rejected {
             key,
             code: ErrorCode::InboxFull,
@@ -63,7 +87,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             user: bob.clone(),
             device: DeviceId(3),
         }))?,
-        encode_to_vec(&EdgeFrame::Detach { session: SessionId(1) })?,
+        encode_to_vec(&EdgeFrame::Detach {
+            session: SessionId(1),
+        })?,
         encode_to_vec(&EdgeFrame::Submit(Submit {
             session: SessionId(2),
             from: alice,
@@ -73,18 +99,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sent_at_ms: 1_700_000_000_000,
             text: "hi".into(),
         }))?,
-        encode_to_vec(&EdgeFrame::Ack { session: SessionId(1), ranges })?,
+        encode_to_vec(&EdgeFrame::Ack {
+            session: SessionId(1),
+            ranges,
+        })?,
         encode_to_vec(&CoreFrame::CoreWelcome(CoreWelcome {
             shard: ShardId(0),
             version: 1,
             lanes: 8,
             capabilities: 0,
         }))?,
-        encode_to_vec(&CoreFrame::Deliver { sessions: vec![SessionId(1)], message })?,
-        encode_to_vec(&CoreFrame::Accepted { session: SessionId(2), key, id: MessageId(42) })?,
-        encode_to_vec(&CoreFrame::Rejected { session: SessionId(2), key, code: ErrorCode::RateLimited })?,
-        encode_to_vec(&CoreFrame::Synced { session: SessionId(1) })?,
-        encode_to_vec(&CoreFrame::Kick { session: SessionId(1), code: ErrorCode::SlowConsumer })?,
+        encode_to_vec(&CoreFrame::Deliver {
+            sessions: vec![SessionId(1)],
+            message,
+        })?,
+        encode_to_vec(&CoreFrame::Accepted {
+            session: SessionId(2),
+            key,
+            id: MessageId(42),
+        })?,
+        encode_to_vec(&CoreFrame::Rejected {
+            session: SessionId(2),
+            key,
+            code: ErrorCode::RateLimited,
+        })?,
+        encode_to_vec(&CoreFrame::Synced {
+            session: SessionId(1),
+        })?,
+        encode_to_vec(&CoreFrame::Kick {
+            session: SessionId(1),
+            code: ErrorCode::SlowConsumer,
+        })?,
     ];
     for (target, seeds) in [("client_frames", client), ("link_frames", link)] {
         let dir = out.join(target);

@@ -198,7 +198,10 @@ impl<T> Clone for FrameSender<T> {
 impl<T> FrameSender<T> {
     /// Queues a frame, waiting while the queue is full.
     pub async fn send(&self, frame: T) -> Result<(), StreamError> {
-        self.tx.send(WriterItem::Frame(frame)).await.map_err(|_| StreamError::Closed)
+        self.tx
+            .send(WriterItem::Frame(frame))
+            .await
+            .map_err(|_| StreamError::Closed)
     }
 
     /// Writes every frame queued so far, finishes the stream and waits (at most a few
@@ -208,21 +211,27 @@ impl<T> FrameSender<T> {
     /// are dropped.
     pub async fn finish(&self) -> Result<(), StreamError> {
         let (done_tx, done_rx) = oneshot::channel();
-        self.tx.send(WriterItem::Finish(done_tx)).await.map_err(|_| StreamError::Closed)?;
+        self.tx
+            .send(WriterItem::Finish(done_tx))
+            .await
+            .map_err(|_| StreamError::Closed)?;
         done_rx.await.map_err(|_| StreamError::Closed)
     }
 
     /// Queues a frame if there is room now. The caller decides what a full queue means
     /// (the edge closes a slow client; the core lets a session catch up from the store).
     pub fn try_send(&self, frame: T) -> Result<(), TrySendError<T>> {
-        self.tx.try_send(WriterItem::Frame(frame)).map_err(|e| match e {
-            TrySendError::Full(WriterItem::Frame(f)) => TrySendError::Full(f),
-            TrySendError::Closed(WriterItem::Frame(f)) => TrySendError::Closed(f),
-            // Only frames are sent by `try_send`.
-            TrySendError::Full(WriterItem::Finish(_)) | TrySendError::Closed(WriterItem::Finish(_)) => {
-                unreachable!("try_send only sends frames")
-            }
-        })
+        self.tx
+            .try_send(WriterItem::Frame(frame))
+            .map_err(|e| match e {
+                TrySendError::Full(WriterItem::Frame(f)) => TrySendError::Full(f),
+                TrySendError::Closed(WriterItem::Frame(f)) => TrySendError::Closed(f),
+                // Only frames are sent by `try_send`.
+                TrySendError::Full(WriterItem::Finish(_))
+                | TrySendError::Closed(WriterItem::Finish(_)) => {
+                    unreachable!("try_send only sends frames")
+                }
+            })
     }
 
     /// Room left in the queue.

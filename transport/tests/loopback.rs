@@ -174,8 +174,14 @@ async fn finish_delivers_everything_before_an_immediate_close() {
         (got, server)
     });
     let client = edge_endpoint(&pki, true);
-    let conn = client.connect(addr, DEV_SERVER_NAME).unwrap().await.unwrap();
-    let lanes = LaneSenders::<EdgeFrame>::open(&conn, 1, 4096, 0).await.unwrap();
+    let conn = client
+        .connect(addr, DEV_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let lanes = LaneSenders::<EdgeFrame>::open(&conn, 1, 4096, 0)
+        .await
+        .unwrap();
     for n in 0..3000 {
         lanes.lane(0).send(attach(n)).await.unwrap();
     }
