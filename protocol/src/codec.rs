@@ -79,6 +79,15 @@ pub fn decode_exact<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, D
 
 /// Decodes a frame body (no prefix) that must be consumed entirely.
 fn decode_body<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, DecodeError> {
+    // A frame is an enum: postcard writes its variant index first, as a varint.
+    match read_varint(body) {
+        Ok(Some((variant, _))) if variant >= T::VARIANTS as usize => {
+            return Err(DecodeError::UnknownVariant);
+        }
+        Ok(None) => return Err(DecodeError::Truncated),
+        Err(_) => return Err(DecodeError::Malformed),
+        Ok(Some(_)) => {}
+    }
     let (frame, rest): (T, &[u8]) = postcard::take_from_bytes(body)?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));

@@ -135,6 +135,8 @@ pub struct Rejected {
 }
 
 impl Validate for ClientFrame {
+    const VARIANTS: u32 = 3;
+
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
             ClientFrame::Hello(h) => check_len(&h.token, TOKEN_BYTES_MAX, "token too long"),
@@ -145,6 +147,8 @@ impl Validate for ClientFrame {
 }
 
 impl Validate for ServerFrame {
+    const VARIANTS: u32 = 5;
+
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
             ServerFrame::Welcome(w) => {

@@ -139,6 +139,8 @@ pub struct CoreWelcome {
 }
 
 impl Validate for EdgeFrame {
+    const VARIANTS: u32 = 5;
+
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
             EdgeFrame::EdgeHello(h) => {
@@ -159,6 +161,8 @@ impl Validate for EdgeFrame {
 }
 
 impl Validate for CoreFrame {
+    const VARIANTS: u32 = 6;
+
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
             CoreFrame::CoreWelcome(w) => {

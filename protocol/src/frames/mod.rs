@@ -34,6 +34,12 @@ pub type Capabilities = u64;
 /// serde cannot express. The codec calls it on every decoded frame, so a frame that comes
 /// out of the decoder is valid.
 pub trait Validate {
+    /// How many variants the frame enum has. The decoder checks a frame's leading variant
+    /// index against it first, so a frame kind this version does not know is reported as
+    /// [`DecodeError::UnknownVariant`] (postcard itself cannot tell it from other field
+    /// errors).
+    const VARIANTS: u32;
+
     /// Checks every field against the protocol's limits.
     fn validate(&self) -> Result<(), DecodeError>;
 }
@@ -56,4 +62,44 @@ pub(crate) fn check_ranges(ranges: &[crate::ids::IdRange]) -> Result<(), DecodeE
         return Err(DecodeError::Invalid("ack range with first > last"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Validate;
+    use super::client::{ClientFrame, ServerFrame};
+    use super::link::{CoreFrame, EdgeFrame};
+
+    // `VARIANTS` is written by hand; serde numbers variants in declaration order, so the
+    // last variant's index must be `VARIANTS - 1`. Encoding one of each checks it.
+    #[test]
+    fn variant_counts_match_the_enums() {
+        fn last_index<T: serde::Serialize>(frame: &T) -> u8 {
+            postcard::to_allocvec(frame).unwrap()[0]
+        }
+        assert_eq!(
+            u32::from(last_index(&ClientFrame::Ack(super::client::Ack {
+                ranges: vec![]
+            }))),
+            ClientFrame::VARIANTS - 1
+        );
+        assert_eq!(
+            u32::from(last_index(&ServerFrame::Synced)),
+            ServerFrame::VARIANTS - 1
+        );
+        assert_eq!(
+            u32::from(last_index(&EdgeFrame::Ack {
+                session: crate::SessionId(1),
+                ranges: vec![]
+            })),
+            EdgeFrame::VARIANTS - 1
+        );
+        assert_eq!(
+            u32::from(last_index(&CoreFrame::Kick {
+                session: crate::SessionId(1),
+                code: crate::ErrorCode::NoError
+            })),
+            CoreFrame::VARIANTS - 1
+        );
+    }
 }
