@@ -41,7 +41,7 @@
 //! [`Client::send`] resolves when the server answers:
 //!
 //! - **`Ok(Accepted)`** means the message is **safe**: it is on the core's disk, or every
-//!   online device of the recipient has acknowledged it. It will be delivered (or has
+//!   device of the recipient the server knows (seen within the TTL) has acknowledged it. It will be delivered (or has
 //!   been) even if the sender's game, the edge or the core crashes now.
 //! - **`Err(SendError::Local(_))`**: refused before sending (empty, larger than the
 //!   edge's limit, outbox full). Nothing was sent.

@@ -25,8 +25,18 @@ async fn an_online_message_crosses_from_one_edge_to_another_with_the_verified_se
     let (alice, mut alice_events) = h.connect(edge1.local_addr(), "alice", 1).await;
     let (bob, mut bob_events) = h.connect(edge2.local_addr(), "bob", 2).await;
     // Both attached at the core: what follows is a live push, not a replay.
-    assert!(until_synced(&mut alice_events, WAIT).await.messages.is_empty());
-    assert!(until_synced(&mut bob_events, WAIT).await.messages.is_empty());
+    assert!(
+        until_synced(&mut alice_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
+    assert!(
+        until_synced(&mut bob_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
 
     let accepted = within(WAIT, "Accepted", alice.send(&uid("bob"), "gg, rematch?"))
         .await
@@ -39,9 +49,14 @@ async fn an_online_message_crosses_from_one_edge_to_another_with_the_verified_se
     assert_eq!((m.id, m.key), (accepted.id, accepted.key));
 
     // And back the other way.
-    let reply = within(WAIT, "Accepted", bob.send(&uid("alice"), "sure")).await.unwrap();
+    let reply = within(WAIT, "Accepted", bob.send(&uid("alice"), "sure"))
+        .await
+        .unwrap();
     let m = next_message(&mut alice_events, WAIT).await;
-    assert_eq!((m.text.as_str(), m.from.as_str(), m.id), ("sure", "bob", reply.id));
+    assert_eq!(
+        (m.text.as_str(), m.from.as_str(), m.id),
+        ("sure", "bob", reply.id)
+    );
     assert!(reply.id > accepted.id, "ids increase in acceptance order");
 
     alice.close().await;
@@ -74,7 +89,11 @@ async fn messages_sent_while_the_recipient_is_offline_arrive_in_order_when_it_co
     let mut got = collect(&mut bob_events, sent.len(), WAIT).await;
     if !got.synced {
         let rest = until_synced(&mut bob_events, WAIT).await;
-        assert!(rest.messages.is_empty(), "extra messages: {:?}", rest.texts());
+        assert!(
+            rest.messages.is_empty(),
+            "extra messages: {:?}",
+            rest.texts()
+        );
     }
     assert!(got.messages.iter().all(|m| m.from == uid("alice")));
     got.synced = true;
@@ -89,7 +108,8 @@ async fn messages_sent_while_the_recipient_is_offline_arrive_in_order_when_it_co
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_messages_from_five_concurrent_senders_arrive_complete_and_in_order_per_sender() {
+async fn a_thousand_messages_from_five_concurrent_senders_arrive_complete_and_in_order_per_sender()
+{
     // A busy lobby: many senders at once to one player. Nothing may be lost, repeated or
     // reordered within a conversation, whatever the interleaving.
     const SENDERS: usize = 5;
@@ -98,16 +118,26 @@ async fn a_thousand_messages_from_five_concurrent_senders_arrive_complete_and_in
     let core = h.start_core().await;
     let edge = h.start_edge(h.edge_config(core.local_addr())).await;
     let (bob, mut bob_events) = h.connect(edge.local_addr(), "bob", 100).await;
-    assert!(until_synced(&mut bob_events, WAIT).await.messages.is_empty());
+    assert!(
+        until_synced(&mut bob_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
     let collector = spawn_collect(bob_events, SENDERS * EACH, Duration::from_secs(60));
 
     let mut senders = Vec::new();
     for s in 0..SENDERS {
-        let (client, events) = h.connect(edge.local_addr(), &format!("sender{s}"), s as u64).await;
+        let (client, events) = h
+            .connect(edge.local_addr(), &format!("sender{s}"), s as u64)
+            .await;
         senders.push(tokio::spawn(async move {
             let mut pending = Vec::new();
             for i in 0..EACH {
-                let p = client.queue(&uid("bob"), format!("s{s}-{i:03}")).await.unwrap();
+                let p = client
+                    .queue(&uid("bob"), format!("s{s}-{i:03}"))
+                    .await
+                    .unwrap();
                 pending.push(p);
             }
             let mut accepted = 0;
@@ -129,7 +159,11 @@ async fn a_thousand_messages_from_five_concurrent_senders_arrive_complete_and_in
     assert_eq!(by_sender.len(), SENDERS);
     for s in 0..SENDERS {
         let sent: Vec<String> = (0..EACH).map(|i| format!("s{s}-{i:03}")).collect();
-        assert_in_order_once(&format!("sender{s}"), &sent, &by_sender[&format!("sender{s}")]);
+        assert_in_order_once(
+            &format!("sender{s}"),
+            &sent,
+            &by_sender[&format!("sender{s}")],
+        );
     }
 
     bob.close().await;
@@ -150,18 +184,32 @@ async fn every_device_of_a_user_receives_and_the_stored_copy_goes_only_after_all
 
     // The phone has been seen before (so the core knows it), then goes offline.
     let (phone, mut phone_events) = h.connect(addr, "bob", PHONE).await;
-    assert!(until_synced(&mut phone_events, WAIT).await.messages.is_empty());
+    assert!(
+        until_synced(&mut phone_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
     phone.close().await;
     drop(phone_events);
 
     let (pc, mut pc_events) = h.connect(addr, "bob", PC).await;
     assert!(until_synced(&mut pc_events, WAIT).await.messages.is_empty());
     let (alice, mut alice_events) = h.connect(addr, "alice", 1).await;
-    assert!(until_synced(&mut alice_events, WAIT).await.messages.is_empty());
+    assert!(
+        until_synced(&mut alice_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
 
-    let accepted = within(WAIT, "Accepted", alice.send(&uid("bob"), "for both devices"))
-        .await
-        .unwrap();
+    let accepted = within(
+        WAIT,
+        "Accepted",
+        alice.send(&uid("bob"), "for both devices"),
+    )
+    .await
+    .unwrap();
     // The PC shows it (and acknowledges on taking it).
     let m = next_message(&mut pc_events, WAIT).await;
     assert_eq!((m.text.as_str(), m.id), ("for both devices", accepted.id));
@@ -193,9 +241,21 @@ async fn every_device_of_a_user_receives_and_the_stored_copy_goes_only_after_all
     // Both acknowledged: fresh connections of either device get nothing more.
     let (pc3, mut pc3_events) = h.connect(addr, "bob", PC).await;
     let (phone3, mut phone3_events) = h.connect(addr, "bob", PHONE).await;
-    assert!(until_synced(&mut pc3_events, WAIT).await.messages.is_empty());
-    assert!(until_synced(&mut phone3_events, WAIT).await.messages.is_empty());
-    let end = within(WAIT, "Accepted", alice.send(&uid("bob"), "sentinel 2")).await.unwrap();
+    assert!(
+        until_synced(&mut pc3_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
+    assert!(
+        until_synced(&mut phone3_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
+    let end = within(WAIT, "Accepted", alice.send(&uid("bob"), "sentinel 2"))
+        .await
+        .unwrap();
     for events in [&mut pc3_events, &mut phone3_events] {
         let m = next_message(events, WAIT).await;
         assert_eq!(
@@ -236,10 +296,11 @@ async fn assert_first_after_sync_is_sentinel(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Client::close() loses the last acknowledgement (connection closed before the Ack frame is sent)"]
 async fn an_acknowledgement_made_just_before_close_is_not_lost() {
-    // `quichat listen` acknowledges the last message and exits at once; if that ack is
-    // lost, the next run prints the message again. The loss is a race, so the test runs
+    // Regression test for `close()` dropping the last acknowledgement (the connection was
+    // closed before the Ack frame was written; fixed by `FrameSender::finish` and taking
+    // the acks on shutdown). `quichat listen` acknowledges the last message and exits at
+    // once; if that ack is lost, the next run prints the message again. The loss is a race, so the test runs
     // several rounds: each round's fresh connection would replay the previous round's
     // last message before this round's sentinel (same conversation, same lane).
     const ROUNDS: usize = 8;
@@ -286,7 +347,10 @@ async fn connected_and_synced_are_reported_in_order_on_connect() {
     let core = h.start_core().await;
     let edge = h.start_edge(h.edge_config(core.local_addr())).await;
     let (bob, mut events) = h.connect(edge.local_addr(), "bob", 2).await;
-    assert!(matches!(next_event(&mut events, WAIT).await, Event::Connected { .. }));
+    assert!(matches!(
+        next_event(&mut events, WAIT).await,
+        Event::Connected { .. }
+    ));
     assert!(matches!(next_event(&mut events, WAIT).await, Event::Synced));
     bob.close().await;
     edge.shutdown().await;

@@ -268,7 +268,10 @@ impl CoreProcess {
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let what = format!("`quichat core` to print its address (log: {})", log.display());
+        let what = format!(
+            "`quichat core` to print its address (log: {})",
+            log.display()
+        );
         let addr = within(WAIT, &what, async {
             loop {
                 match lines.next_line().await.unwrap() {
@@ -277,7 +280,10 @@ impl CoreProcess {
                             return addr.trim().parse::<SocketAddr>().unwrap();
                         }
                     }
-                    None => panic!("`quichat core` exited before listening; see {}", log.display()),
+                    None => panic!(
+                        "`quichat core` exited before listening; see {}",
+                        log.display()
+                    ),
                 }
             }
         })
@@ -399,7 +405,11 @@ pub async fn collect(events: &mut Events, count: usize, limit: Duration) -> Coll
 
 /// Collects `count` messages in a background task, so the client keeps draining (and
 /// acknowledging) while the test sends.
-pub fn spawn_collect(mut events: Events, count: usize, limit: Duration) -> JoinHandle<(Collected, Events)> {
+pub fn spawn_collect(
+    mut events: Events,
+    count: usize,
+    limit: Duration,
+) -> JoinHandle<(Collected, Events)> {
     tokio::spawn(async move {
         let collected = collect(&mut events, count, limit).await;
         (collected, events)
@@ -435,7 +445,10 @@ pub fn assert_in_order_once(what: &str, sent: &[String], got: &[String]) {
         *counts.entry(text.as_str()).or_default() += 1;
     }
     let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "{what}: shown more than once: {duplicates:?}");
+    assert!(
+        duplicates.is_empty(),
+        "{what}: shown more than once: {duplicates:?}"
+    );
     let missing: Vec<_> = sent
         .iter()
         .filter(|t| !counts.contains_key(t.as_str()))
@@ -559,6 +572,16 @@ impl RawClient {
         within(WAIT, "a control frame from the edge", self.control.recv())
             .await
             .expect("the control stream ended")
+    }
+
+    /// The next answer to a `Send` (`Accepted` or `Rejected`), skipping `Synced`.
+    pub async fn next_answer(&mut self) -> ServerFrame {
+        loop {
+            match self.next_control().await {
+                ServerFrame::Synced => {}
+                frame => return frame,
+            }
+        }
     }
 
     /// Waits until the edge closes the connection; returns its code and reason.
