@@ -398,7 +398,13 @@ impl Driver {
             // Closing a QUIC connection discards stream data still in flight; wait until
             // the edge has the last acknowledgements, or a message the game already
             // handled would be delivered again next time.
-            let _ = tokio::time::timeout(CLOSE_GRACE, link.control.finish()).await;
+            // `finish` returns once the edge's QUIC stack has the data, not once the edge
+            // has read it, and an edge drops unread stream data when the connection
+            // closes. The edge closes the connection itself after reading the control
+            // stream to its end (every ack forwarded), so wait for that, bounded.
+            let grace = tokio::time::Instant::now() + CLOSE_GRACE;
+            let _ = tokio::time::timeout_at(grace, link.control.finish()).await;
+            let _ = tokio::time::timeout_at(grace, link.conn.closed()).await;
             transport::close(&link.conn, ErrorCode::NoError, "closed by the client");
         }
         self.phase = Phase::Stopped;

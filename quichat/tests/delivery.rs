@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use client::Event;
@@ -175,15 +176,18 @@ async fn a_thousand_messages_from_five_concurrent_senders_arrive_complete_and_in
 async fn every_device_of_a_user_receives_and_the_stored_copy_goes_only_after_all_acknowledged() {
     // A player with a game and a companion app must get each message on both; the server
     // may delete its copy only once both have it, and must then hold nothing.
+    // The two devices sit on different edges: the core sends one copy to each.
     let h = Harness::new();
     let core = h.start_core().await;
     let edge = h.start_edge(h.edge_config(core.local_addr())).await;
+    let edge2 = h.start_edge(h.edge_config(core.local_addr())).await;
     let addr = edge.local_addr();
+    let phone_addr = edge2.local_addr();
     const PHONE: u64 = 21;
     const PC: u64 = 20;
 
     // The phone has been seen before (so the core knows it), then goes offline.
-    let (phone, mut phone_events) = h.connect(addr, "bob", PHONE).await;
+    let (phone, mut phone_events) = h.connect(phone_addr, "bob", PHONE).await;
     assert!(
         until_synced(&mut phone_events, WAIT)
             .await
@@ -220,7 +224,7 @@ async fn every_device_of_a_user_receives_and_the_stored_copy_goes_only_after_all
     assert_first_after_sync_is_sentinel(&alice, &mut pc2_events, "sentinel 1").await;
 
     // The phone comes back later and still gets it: the PC's ack did not delete it.
-    let (phone2, mut phone2_events) = h.connect(addr, "bob", PHONE).await;
+    let (phone2, mut phone2_events) = h.connect(phone_addr, "bob", PHONE).await;
     // It also gets the sentinel sent meanwhile: both devices get everything. Replayed
     // messages may still be arriving after `Synced`, so collect until both are in.
     let mut replay = until_synced(&mut phone2_events, WAIT).await;
@@ -240,7 +244,7 @@ async fn every_device_of_a_user_receives_and_the_stored_copy_goes_only_after_all
 
     // Both acknowledged: fresh connections of either device get nothing more.
     let (pc3, mut pc3_events) = h.connect(addr, "bob", PC).await;
-    let (phone3, mut phone3_events) = h.connect(addr, "bob", PHONE).await;
+    let (phone3, mut phone3_events) = h.connect(phone_addr, "bob", PHONE).await;
     assert!(
         until_synced(&mut pc3_events, WAIT)
             .await
@@ -270,6 +274,7 @@ async fn every_device_of_a_user_receives_and_the_stored_copy_goes_only_after_all
         client.close().await;
     }
     edge.shutdown().await;
+    edge2.shutdown().await;
     core.shutdown().await;
     assert_eq!(
         stored_inbox_len(&h.core_db(), "bob"),
@@ -353,6 +358,192 @@ async fn connected_and_synced_are_reported_in_order_on_connect() {
     ));
     assert!(matches!(next_event(&mut events, WAIT).await, Event::Synced));
     bob.close().await;
+    edge.shutdown().await;
+    core.shutdown().await;
+}
+
+/// Connects bob's device 7 at `first`, then again at `second`, and checks the takeover.
+async fn a_device_connecting_again_replaces_its_old_connection(
+    h: &Harness,
+    first: SocketAddr,
+    second: SocketAddr,
+) {
+    let (old, mut old_events) = h.connect(first, "bob", 7).await;
+    assert!(
+        until_synced(&mut old_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
+    let (new, mut new_events) = h.connect(second, "bob", 7).await;
+    assert!(
+        until_synced(&mut new_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
+
+    let code = within(WAIT, "the old connection to be replaced", async {
+        loop {
+            match old_events.next().await {
+                Some(Event::Disconnected { code, .. }) => return code,
+                Some(Event::Message(m)) => panic!("the old connection got {m:?}"),
+                Some(_) => {}
+                None => panic!("events ended without Disconnected"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(code, Some(client::ErrorCode::SessionReplaced));
+
+    let (alice, _alice_events) = h.connect(first, "alice", 1).await;
+    let accepted = within(WAIT, "Accepted", alice.send(&uid("bob"), "to the new one"))
+        .await
+        .unwrap();
+    let m = next_message(&mut new_events, WAIT).await;
+    assert_eq!(m.id, accepted.id);
+    // The old client stopped: it neither reconnects nor receives.
+    assert!(
+        old_events.try_next().is_none(),
+        "the replaced client must stay stopped"
+    );
+    alice.close().await;
+    old.close().await;
+    new.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_connecting_again_replaces_its_old_connection_on_the_same_edge() {
+    // A game restarted after a crash connects again before the edge noticed the old
+    // connection died: the new one takes over (and gets the messages), the old one is
+    // told `SessionReplaced` and stops instead of fighting back.
+    let h = Harness::new();
+    let core = h.start_core().await;
+    let edge = h.start_edge(h.edge_config(core.local_addr())).await;
+    a_device_connecting_again_replaces_its_old_connection(&h, edge.local_addr(), edge.local_addr())
+        .await;
+    edge.shutdown().await;
+    core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_connecting_again_through_another_edge_replaces_its_old_connection() {
+    // After a network change the game may land on another edge: the core must find and
+    // end the old session there.
+    let h = Harness::new();
+    let core = h.start_core().await;
+    let edge1 = h.start_edge(h.edge_config(core.local_addr())).await;
+    let edge2 = h.start_edge(h.edge_config(core.local_addr())).await;
+    a_device_connecting_again_replaces_its_old_connection(
+        &h,
+        edge1.local_addr(),
+        edge2.local_addr(),
+    )
+    .await;
+    edge1.shutdown().await;
+    edge2.shutdown().await;
+    core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_connecting_at_once_all_get_through() {
+    // A match ends and a whole lobby reconnects in the same instant: every client must
+    // get in and be reachable, none lost in a race between handshakes and attaches.
+    const CLIENTS: usize = 50;
+    let h = Harness::new();
+    let core = h.start_core().await;
+    let edge = h.start_edge(h.edge_config(core.local_addr())).await;
+    let addr = edge.local_addr();
+    let (hub, mut hub_events) = h.connect(addr, "hub", 1).await;
+    assert!(
+        until_synced(&mut hub_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
+
+    let mut joins = Vec::new();
+    for i in 0..CLIENTS {
+        let config = h.client_config(addr, &format!("player{i:02}"), 100 + i as u64);
+        joins.push(tokio::spawn(async move {
+            let (client, mut events) = within(
+                Duration::from_secs(30),
+                "a lobby client",
+                client::Client::connect(config),
+            )
+            .await
+            .unwrap();
+            assert!(
+                until_synced(&mut events, Duration::from_secs(30))
+                    .await
+                    .messages
+                    .is_empty()
+            );
+            within(
+                Duration::from_secs(30),
+                "Accepted",
+                client.send(&uid("hub"), format!("ready {i:02}")),
+            )
+            .await
+            .unwrap();
+            // The hub answers everyone: each must be reachable.
+            let m = next_message(&mut events, Duration::from_secs(30)).await;
+            assert_eq!(m.text, format!("go {i:02}"));
+            client.close().await;
+        }));
+    }
+    let got = collect(&mut hub_events, CLIENTS, Duration::from_secs(30)).await;
+    let mut texts = got.texts();
+    texts.sort();
+    let expect: Vec<String> = (0..CLIENTS).map(|i| format!("ready {i:02}")).collect();
+    assert_eq!(texts, expect);
+    for m in &got.messages {
+        let i = &m.text["ready ".len()..];
+        within(WAIT, "Accepted", hub.send(&m.from, format!("go {i}")))
+            .await
+            .unwrap();
+    }
+    for join in joins {
+        within(Duration::from_secs(30), "a lobby client to finish", join)
+            .await
+            .unwrap();
+    }
+    assert_eq!(edge.stats().clients_total, CLIENTS as u64 + 1);
+
+    hub.close().await;
+    edge.shutdown().await;
+    core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_oneself_reaches_ones_other_device() {
+    // "Note to self" from the phone to the PC: the sender's own user is a valid
+    // recipient, and its other device must get the message (the sending device too).
+    let h = Harness::new();
+    let core = h.start_core().await;
+    let edge = h.start_edge(h.edge_config(core.local_addr())).await;
+    let addr = edge.local_addr();
+    let (pc, mut pc_events) = h.connect(addr, "alice", 1).await;
+    assert!(until_synced(&mut pc_events, WAIT).await.messages.is_empty());
+    let (phone, mut phone_events) = h.connect(addr, "alice", 2).await;
+    assert!(
+        until_synced(&mut phone_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
+    let accepted = within(WAIT, "Accepted", phone.send(&uid("alice"), "note to self"))
+        .await
+        .unwrap();
+    for events in [&mut pc_events, &mut phone_events] {
+        let m = next_message(events, WAIT).await;
+        assert_eq!(
+            (m.text.as_str(), m.from.as_str(), m.id),
+            ("note to self", "alice", accepted.id)
+        );
+    }
+    pc.close().await;
+    phone.close().await;
     edge.shutdown().await;
     core.shutdown().await;
 }

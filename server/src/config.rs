@@ -57,6 +57,9 @@ pub struct CoreConfig {
     pub id_block: u64,
     /// Messages per replay page.
     pub replay_page: usize,
+    /// Most replayed messages a device may have unacknowledged before replay waits for
+    /// its acks. Keep it below the edges' per-client queue (`client_queue_frames`).
+    pub replay_window: usize,
     /// How often expired messages and stale devices are removed, in seconds.
     pub expire_interval_secs: u64,
     /// Most messages waiting for the disk at once; beyond it submits are refused with
@@ -90,6 +93,7 @@ impl Default for CoreConfig {
             router_queue: 4096,
             id_block: router.id_block,
             replay_page: router.replay_page,
+            replay_window: router.replay_window,
             expire_interval_secs: router.expire_interval.as_secs(),
             pending_max: router.pending_max,
             pending_bytes_max: router.pending_bytes_max,
@@ -161,9 +165,13 @@ impl CoreConfig {
         }
         let shard_map = ShardMap::new(self.shards.iter().copied().map(ShardId).collect())
             .ok_or_else(|| CoreError::Config("shards is empty".into()))?;
-        if self.ttl_secs == 0 || self.inbox_max == 0 || self.replay_page == 0 {
+        if self.ttl_secs == 0
+            || self.inbox_max == 0
+            || self.replay_page == 0
+            || self.replay_window == 0
+        {
             return Err(CoreError::Config(
-                "ttl_secs, inbox_max, replay_page must be > 0".into(),
+                "ttl_secs, inbox_max, replay_page, replay_window must be > 0".into(),
             ));
         }
         if self.id_block < 2 || self.expire_interval_secs == 0 || self.pending_max == 0 {
@@ -187,6 +195,7 @@ impl CoreConfig {
             lanes: self.lanes,
             id_block: self.id_block,
             replay_page: self.replay_page,
+            replay_window: self.replay_window,
             replay_headroom,
             expire_interval: Duration::from_secs(self.expire_interval_secs),
             pending_max: self.pending_max,

@@ -214,21 +214,29 @@ impl FakeEdge {
         probe_counter: u64,
     ) -> (Vec<(SenderKey, MessageId)>, MessageId) {
         self.attach(1, "bob", 1).await;
-        self.synced(1).await;
-        let probe = self.submit(7, "alice", "bob", probe_counter, "probe").await;
         let mut replayed = Vec::new();
-        loop {
-            let (key, id) = self
+        let mut probe = None;
+        for _ in 0..100_000 {
+            let event = self
                 .wait_for(|f| match f {
-                    CoreFrame::Deliver { message, .. } => Some((message.key, message.id)),
+                    CoreFrame::Deliver { message, .. } => Some(Some((message.key, message.id))),
+                    CoreFrame::Synced { session } if session.0 == 1 => Some(None),
                     _ => None,
                 })
                 .await;
-            if key == probe {
-                return (replayed, id);
+            match event {
+                // Synced: everything stored was sent; the probe, sent now, comes last.
+                None => probe = Some(self.submit(7, "alice", "bob", probe_counter, "probe").await),
+                Some((key, id)) if Some(key) == probe => return (replayed, id),
+                Some((key, id)) => {
+                    // Acknowledge like a real client: replay is flow-controlled by a window
+                    // of unacknowledged messages, so a device that never acks stalls.
+                    self.ack(1, id).await;
+                    replayed.push((key, id));
+                }
             }
-            replayed.push((key, id));
         }
+        panic!("the probe never arrived");
     }
 
     async fn synced(&mut self, session: u64) {

@@ -436,6 +436,53 @@ fn an_offline_recipient_gets_stored_messages_in_order_then_synced() {
 }
 
 #[test]
+fn replay_waits_for_acknowledgements_beyond_the_window() {
+    // Flow control: a device catching up on a backlog gets at most `replay_window`
+    // messages ahead of its acknowledgements, so a burst never overflows its edge's
+    // per-client queue (which would drop it as a slow consumer, over and over). As it
+    // acknowledges, the rest follows, in order, then `Synced`.
+    let mut h = Harness::new(RouterConfig {
+        replay_page: 4,
+        replay_headroom: 0,
+        replay_window: 5,
+        ..config()
+    });
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 4, 1024);
+    for i in 0..12 {
+        h.submit("alice", "bob", &format!("m{i:02}"));
+    }
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    let mut got = deliveries_to(&h.take_log(BOB_EDGE), BOB);
+    assert_eq!(got.len(), 5, "only a window's worth before any ack");
+    let mut all: Vec<String> = got.iter().map(|m| m.text.clone()).collect();
+
+    let mut synced = false;
+    for _ in 0..10 {
+        let ids: Vec<MessageId> = got.iter().map(|m| m.id).collect();
+        h.ack(BOB_EDGE, BOB, &ids);
+        let log = h.take_log(BOB_EDGE);
+        let more = deliveries_to(&log, BOB);
+        assert!(more.len() <= 5, "never more than the window in flight");
+        synced |= log
+            .iter()
+            .any(|(_, f)| matches!(f, CoreFrame::Synced { session } if *session == BOB));
+        if more.is_empty() {
+            break;
+        }
+        all.extend(more.iter().map(|m| m.text.clone()));
+        got = more;
+    }
+    let expected: Vec<String> = (0..12).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(all, expected, "the whole backlog, in order, once");
+    assert!(synced, "Synced once the backlog was acknowledged through");
+    assert!(
+        h.stored("bob", 1).is_empty(),
+        "everything acknowledged is gone"
+    );
+}
+
+#[test]
 fn messages_submitted_while_a_session_replays_come_after_the_stored_ones() {
     // The race replay must win: a message arriving between "store exhausted" and "live"
     // must be neither lost nor delivered out of order.

@@ -63,6 +63,9 @@ pub struct CoreArgs {
     /// Messages per replay page.
     #[arg(long)]
     pub replay_page: Option<usize>,
+    /// Most replayed messages a device may have unacknowledged.
+    #[arg(long)]
+    pub replay_window: Option<usize>,
     /// Seconds between expiry sweeps.
     #[arg(long)]
     pub expire_interval_secs: Option<u64>,
@@ -97,6 +100,7 @@ impl CoreArgs {
         o.set("router_queue", self.router_queue.as_ref())?;
         o.set("id_block", self.id_block.as_ref())?;
         o.set("replay_page", self.replay_page.as_ref())?;
+        o.set("replay_window", self.replay_window.as_ref())?;
         o.set("expire_interval_secs", self.expire_interval_secs.as_ref())?;
         o.set("pending_max", self.pending_max.as_ref())?;
         o.set("edges_max", self.edges_max.as_ref())?;

@@ -116,7 +116,9 @@ mod example_configs {
             "7",
         ])
         .unwrap();
-        let crate::args::Command::Core(args) = cli.command else { panic!("not core") };
+        let crate::args::Command::Core(args) = cli.command else {
+            panic!("not core")
+        };
         let core = args.config().unwrap();
         assert_eq!(core.inbox_max, 7);
         assert_eq!(core.ttl_secs, 604_800);
@@ -132,7 +134,9 @@ mod example_configs {
             "9",
         ])
         .unwrap();
-        let crate::args::Command::Edge(args) = cli.command else { panic!("not edge") };
+        let crate::args::Command::Edge(args) = cli.command else {
+            panic!("not edge")
+        };
         let edge = args.config().unwrap();
         assert_eq!(edge.core.address, "10.0.0.1:7443");
         assert_eq!(edge.send_per_second, 9);

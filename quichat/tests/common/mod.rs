@@ -95,8 +95,16 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A fresh directory with certificates and a secret.
+    /// A fresh directory with certificates and a secret. Logs go to the test's output
+    /// when `RUST_LOG` is set.
     pub fn new() -> Self {
+        if std::env::var_os("RUST_LOG").is_some() {
+            // Fails only if another test of this binary installed it first.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::ensure(&dir.path().join("pki")).unwrap();
         let secret_file = dir.path().join("token-secret");
@@ -214,10 +222,10 @@ impl Harness {
 
     /// Connects with a configuration the test adjusted.
     pub async fn connect_with(&self, config: ClientConfig) -> (Client, Events) {
-        let user = config.token.clone();
+        let device = config.device;
         within(WAIT, "a client to connect", Client::connect(config))
             .await
-            .unwrap_or_else(|e| panic!("connecting ({user:.20}…): {e}"))
+            .unwrap_or_else(|e| panic!("connecting device {device:?}: {e}"))
     }
 
     /// Starts `quichat core` as a child process on `listen` (port 0 picks one) with the
@@ -358,6 +366,8 @@ pub struct Collected {
     pub synced: bool,
     /// How many times the client reported `Connected` after its first connection.
     pub reconnects: usize,
+    /// Every other event, for failure messages.
+    pub other: Vec<String>,
 }
 
 impl Collected {
@@ -388,15 +398,18 @@ pub async fn collect(events: &mut Events, count: usize, limit: Duration) -> Coll
             Ok(Some(Event::Message(m))) => out.messages.push(m),
             Ok(Some(Event::Synced)) => out.synced = true,
             Ok(Some(Event::Connected { .. })) => out.reconnects += 1,
-            Ok(Some(_)) => {}
+            Ok(Some(other)) => out.other.push(format!("{other:?}")),
             Ok(None) => panic!(
                 "the event stream ended after {} of {count} messages",
                 out.messages.len()
             ),
             Err(_) => panic!(
-                "timed out after {limit:?} with {} of {count} messages; last: {:?}",
+                "timed out after {limit:?} with {} of {count} messages; other events: {:?}; last: {:?}",
                 out.messages.len(),
-                out.messages.last().map(|m| &m.text)
+                out.other,
+                out.messages
+                    .last()
+                    .map(|m| m.text.chars().take(40).collect::<String>())
             ),
         }
     }

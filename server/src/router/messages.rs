@@ -206,6 +206,7 @@ impl Router {
             return;
         };
         let (user, device) = (s.user.clone(), s.device);
+        self.replay_acked(SessionKey { edge, session }, ranges);
         let Ok(entry) = self.user_entry(&user, now) else {
             return; // Attached users are in memory; a reload failure only costs a resend.
         };

@@ -154,6 +154,11 @@ pub struct RouterConfig {
     pub replay_headroom: usize,
     /// Most replay pages per [`Router::pump_replay`] call, so one call stays short.
     pub replay_pages_per_pump: usize,
+    /// Most replayed messages a session may have unacknowledged. Replay waits for acks
+    /// beyond it: a device catching up on a large backlog receives it as fast as it
+    /// acknowledges, instead of in bursts its edge would have to drop it for (an edge
+    /// closes a client whose queue overflows). Keep it below the edge's per-client queue.
+    pub replay_window: usize,
     /// How often the accumulating batch carries an expiry pass.
     pub expire_interval: Duration,
     /// Most messages pending (accumulating or committing) at once; beyond it, submits are
@@ -181,6 +186,7 @@ impl Default for RouterConfig {
             replay_page: 256,
             replay_headroom: 256,
             replay_pages_per_pump: 16,
+            replay_window: 128,
             expire_interval: Duration::from_secs(30),
             pending_max: 200_000,
             pending_bytes_max: 256 * 1024 * 1024,

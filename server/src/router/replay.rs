@@ -6,6 +6,10 @@
 //! marks the session live — all in the same step, so no message submitted in between can
 //! be missed. This is sound because every pending id is above every committed id.
 //!
+//! A session may have at most `replay_window` replayed messages unacknowledged; beyond
+//! that it waits, out of the queue, until its acks make room (flow control: a device
+//! catching up on a large backlog gets it as fast as it acknowledges).
+//!
 //! Pages are only sent while the edge has room (the driver tells how much), keeping
 //! headroom for live traffic. A live push that finds its lane full is not queued: the
 //! session goes back to replaying from that message, which is safe (stored or pending),
@@ -19,6 +23,17 @@ use protocol::{ConversationId, CoreFrame, Message, MessageId};
 use super::sessions::{Delivery, SessionKey};
 use super::{Channel, EdgeId, Now, Router};
 use crate::store::StoreError;
+
+/// What a replaying session needs after one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// It is live (or gone): nothing more to replay.
+    Done,
+    /// More to replay: queue it again.
+    More,
+    /// Its replay window is full: wait for its acknowledgements.
+    WindowFull,
+}
 
 impl Router {
     /// Serves replaying sessions round-robin while their edges have room.
@@ -55,14 +70,16 @@ impl Router {
             }
             pages += 1;
             match self.replay_step(now, key) {
-                Ok((sent, done)) => {
+                Ok((sent, step)) => {
                     left.insert(key.edge, room_left.saturating_sub(sent));
-                    if done {
-                        if let Some(s) = self.sessions.get_mut(&key) {
-                            s.queued = false;
+                    match step {
+                        // Live, or waiting for acks (an ack re-queues it): out of the queue.
+                        Step::Done | Step::WindowFull => {
+                            if let Some(s) = self.sessions.get_mut(&key) {
+                                s.queued = false;
+                            }
                         }
-                    } else {
-                        self.replay_queue.push_back(key);
+                        Step::More => self.replay_queue.push_back(key),
                     }
                 }
                 Err(e) => {
@@ -75,17 +92,25 @@ impl Router {
         self.replay_queue.extend(deferred);
     }
 
-    /// Sends one page to a replaying session. Returns the frames sent and whether the
-    /// session is now live.
-    fn replay_step(&mut self, now: Now, key: SessionKey) -> Result<(usize, bool), StoreError> {
+    /// Sends one page to a replaying session. Returns the frames sent and what the
+    /// session needs next.
+    fn replay_step(&mut self, now: Now, key: SessionKey) -> Result<(usize, Step), StoreError> {
         let Some(session) = self.sessions.get(&key) else {
-            return Ok((0, true));
+            return Ok((0, Step::Done));
         };
         let Delivery::Replaying { mut after } = session.delivery else {
-            return Ok((0, true));
+            return Ok((0, Step::Done));
         };
         let (user, device) = (session.user.clone(), session.device);
-        let page = self.config.replay_page.max(1);
+        let window_left = self
+            .config
+            .replay_window
+            .max(1)
+            .saturating_sub(session.replay_unacked.len());
+        if window_left == 0 {
+            return Ok((0, Step::WindowFull));
+        }
+        let page = self.config.replay_page.max(1).min(window_left);
         let stored = self.store.replay(&user, device, after, page, now.unix_ms)?;
         let mut sent = 0;
         let full_page = stored.len() >= page;
@@ -96,7 +121,7 @@ impl Router {
         }
         if full_page {
             self.set_cursor(key, after);
-            return Ok((sent, false));
+            return Ok((sent, Step::More));
         }
 
         // The store is exhausted: the pending overlay, above the cursor.
@@ -128,13 +153,16 @@ impl Router {
         }
         if more {
             self.set_cursor(key, after);
-            return Ok((sent, false));
+            return Ok((sent, Step::More));
         }
 
         let Some(session) = self.sessions.get_mut(&key) else {
-            return Ok((sent, true));
+            return Ok((sent, Step::Done));
         };
         session.delivery = Delivery::Live;
+        // Live pushes are not windowed (a device that cannot keep up lags back into
+        // replay instead), so the replay bookkeeping can go.
+        session.replay_unacked.clear();
         if !session.synced {
             session.synced = true;
             self.send(
@@ -145,7 +173,32 @@ impl Router {
                 },
             );
         }
-        Ok((sent, true))
+        Ok((sent, Step::Done))
+    }
+
+    /// A session acknowledged `ranges`: they leave its replay window, and a session that
+    /// was waiting for room goes back in the replay queue.
+    pub(super) fn replay_acked(&mut self, key: SessionKey, ranges: &[protocol::IdRange]) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.replay_unacked.is_empty() {
+            return;
+        }
+        for range in ranges {
+            let acked: Vec<MessageId> = session
+                .replay_unacked
+                .range(range.first..=range.last)
+                .copied()
+                .collect();
+            for id in acked {
+                session.replay_unacked.remove(&id);
+            }
+        }
+        if matches!(session.delivery, Delivery::Replaying { .. }) && !session.queued {
+            session.queued = true;
+            self.replay_queue.push_back(key);
+        }
     }
 
     /// Sends one replayed message to one session, on its conversation's lane.
@@ -153,6 +206,9 @@ impl Router {
         let Some(lanes) = self.edges.get(&key.edge).map(|e| e.lanes) else {
             return;
         };
+        if let Some(session) = self.sessions.get_mut(&key) {
+            session.replay_unacked.insert(message.id);
+        }
         let lane = ConversationId::direct(&message.from, &message.to).lane(lanes);
         let frame = CoreFrame::Deliver {
             sessions: vec![key.session],

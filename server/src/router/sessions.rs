@@ -68,6 +68,8 @@ pub(crate) struct Session {
     pub(crate) synced: bool,
     /// Whether the session is in the replay queue.
     pub(crate) queued: bool,
+    /// Replayed messages not yet acknowledged (at most the replay window).
+    pub(crate) replay_unacked: BTreeSet<MessageId>,
     /// When the device's last-seen time was last written for this session (ms), so long
     /// sessions keep their device known to the store.
     pub(crate) seen_recorded_ms: u64,
@@ -209,6 +211,7 @@ impl Router {
                 delivery: Delivery::Replaying { after: None },
                 synced: false,
                 queued: true,
+                replay_unacked: BTreeSet::new(),
                 seen_recorded_ms: now.unix_ms,
             },
         );

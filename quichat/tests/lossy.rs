@@ -1,0 +1,191 @@
+//! Delivery over a bad network: every client reaches the edge through `testkit`'s UDP
+//! proxy, which loses, delays, reorders and duplicates datagrams in both directions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use testkit::{LinkConfig, ProxyConfig, UdpProxy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_lossy_reordering_duplicating_link_every_message_arrives_once_in_order() {
+    // Players are on Wi-Fi and mobile networks. Loss, reordering and duplicated packets
+    // must cost latency only: each conversation complete, in order, each message once.
+    const RECIPIENTS: usize = 3;
+    const EACH: usize = 100;
+    const SEED: u64 = 0x5eed_0011;
+    let h = Harness::new();
+    let core = h.start_core().await;
+    let edge = h.start_edge(h.edge_config(core.local_addr())).await;
+    let link = LinkConfig {
+        loss: 0.05,
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(15),
+        reorder: 0.05,
+        duplicate: 0.05,
+        seed: SEED,
+        ..LinkConfig::default()
+    };
+    let proxy = UdpProxy::start(ProxyConfig::new(edge.local_addr()).with_links(link))
+        .await
+        .unwrap();
+    let via_proxy = proxy.local_addr();
+
+    let mut collectors = Vec::new();
+    let mut recipients = Vec::new();
+    for r in 0..RECIPIENTS {
+        let name = format!("friend{r}");
+        let (client, mut events) = h.connect(via_proxy, &name, 10 + r as u64).await;
+        assert!(until_synced(&mut events, WAIT).await.messages.is_empty());
+        collectors.push(spawn_collect(events, EACH, Duration::from_secs(50)));
+        recipients.push(client);
+    }
+    let (alice, _alice_events) = h.connect(via_proxy, "alice", 1).await;
+
+    // Interleave the conversations, as a player chatting with several friends does.
+    let mut sent = vec![Vec::new(); RECIPIENTS];
+    let mut pending = Vec::new();
+    for i in 0..EACH {
+        for (r, sent) in sent.iter_mut().enumerate() {
+            let text = format!("to friend{r}: {i:03}");
+            let to = uid(&format!("friend{r}"));
+            pending.push(alice.queue(&to, text.clone()).await.unwrap());
+            sent.push(text);
+        }
+    }
+    for p in pending {
+        within(
+            Duration::from_secs(50),
+            "Accepted over the lossy link",
+            p.accepted(),
+        )
+        .await
+        .unwrap();
+    }
+    for (r, collector) in collectors.into_iter().enumerate() {
+        let (got, _events) = within(Duration::from_secs(50), "a recipient's messages", collector)
+            .await
+            .unwrap();
+        assert!(got.messages.iter().all(|m| m.from == uid("alice")));
+        assert_in_order_once(
+            &format!("friend{r} (seed {SEED:#x})"),
+            &sent[r],
+            &got.texts(),
+        );
+    }
+
+    // The proxy really did its damage, both ways.
+    let stats = proxy.stats();
+    for (direction, link) in [
+        ("to the edge", stats.to_upstream),
+        ("to the clients", stats.to_client),
+    ] {
+        assert!(link.dropped() > 0, "nothing lost {direction}: {link:?}");
+        assert!(
+            link.duplicated > 0,
+            "nothing duplicated {direction}: {link:?}"
+        );
+        assert!(
+            link.reordered > 0,
+            "nothing reordered {direction}: {link:?}"
+        );
+    }
+
+    alice.close().await;
+    for client in recipients {
+        client.close().await;
+    }
+    proxy.shutdown().await;
+    edge.shutdown().await;
+    core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_lossy_link_between_edge_and_core_both_directions_stay_complete_and_in_order() {
+    // Edges and cores may sit in different data centres: the batched link between them
+    // must survive loss, reordering and duplicates too, for traffic both ways.
+    const EACH: usize = 150;
+    const SEED: u64 = 0x5eed_0022;
+    let h = Harness::new();
+    let core = h.start_core().await;
+    let link = LinkConfig {
+        loss: 0.05,
+        delay: Duration::from_millis(5),
+        jitter: Duration::from_millis(10),
+        reorder: 0.05,
+        duplicate: 0.05,
+        seed: SEED,
+        ..LinkConfig::default()
+    };
+    let proxy = UdpProxy::start(ProxyConfig::new(core.local_addr()).with_links(link))
+        .await
+        .unwrap();
+    let edge = h.start_edge(h.edge_config(proxy.local_addr())).await;
+    let addr = edge.local_addr();
+    let (alice, mut alice_events) = h.connect(addr, "alice", 1).await;
+    let (bob, mut bob_events) = h.connect(addr, "bob", 2).await;
+    assert!(
+        until_synced(&mut alice_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
+    assert!(
+        until_synced(&mut bob_events, WAIT)
+            .await
+            .messages
+            .is_empty()
+    );
+    let to_bob = spawn_collect(bob_events, EACH, Duration::from_secs(50));
+    let to_alice = spawn_collect(alice_events, EACH, Duration::from_secs(50));
+
+    let mut pending = Vec::new();
+    let (mut sent_to_bob, mut sent_to_alice) = (Vec::new(), Vec::new());
+    for i in 0..EACH {
+        let text = format!("alice → bob {i:03}");
+        pending.push(alice.queue(&uid("bob"), text.clone()).await.unwrap());
+        sent_to_bob.push(text);
+        let text = format!("bob → alice {i:03}");
+        pending.push(bob.queue(&uid("alice"), text.clone()).await.unwrap());
+        sent_to_alice.push(text);
+    }
+    for p in pending {
+        within(
+            Duration::from_secs(50),
+            "Accepted over the lossy core link",
+            p.accepted(),
+        )
+        .await
+        .unwrap();
+    }
+    let (got, _) = within(Duration::from_secs(50), "bob's messages", to_bob)
+        .await
+        .unwrap();
+    assert_in_order_once(
+        &format!("to bob (seed {SEED:#x})"),
+        &sent_to_bob,
+        &got.texts(),
+    );
+    let (got, _) = within(Duration::from_secs(50), "alice's messages", to_alice)
+        .await
+        .unwrap();
+    assert_in_order_once(
+        &format!("to alice (seed {SEED:#x})"),
+        &sent_to_alice,
+        &got.texts(),
+    );
+    let stats = proxy.stats();
+    assert!(
+        stats.to_upstream.dropped() > 0 && stats.to_client.dropped() > 0,
+        "{stats:?}"
+    );
+
+    alice.close().await;
+    bob.close().await;
+    edge.shutdown().await;
+    proxy.shutdown().await;
+    core.shutdown().await;
+}
