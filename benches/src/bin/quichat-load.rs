@@ -41,7 +41,7 @@ struct Args {
     /// Seconds of sending before measurement starts (not counted).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Message size in bytes (at least 40: the header the tool needs).
+    /// Message size in bytes (at least 60: the header the tool needs).
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Seconds to wait after sending for the last deliveries.
@@ -56,7 +56,10 @@ struct Args {
 /// What each recipient saw.
 #[derive(Default)]
 struct Received {
+    /// Latency from the intended send time (open loop: includes any sending delay).
     histogram: Option<Histogram<u64>>,
+    /// Latency from the moment the message was handed to the client library.
+    from_send: Option<Histogram<u64>>,
     delivered: u64,
     duplicates: u64,
     out_of_order: u64,
@@ -64,10 +67,10 @@ struct Received {
     last_seq: Vec<Option<u64>>,
 }
 
-const HEADER_BYTES: usize = 40;
+const HEADER_BYTES: usize = 60;
 
-fn text_for(pair: usize, seq: u64, intended_ns: u64, size: usize) -> String {
-    let mut text = format!("{pair:08} {seq:010} {intended_ns:019}");
+fn text_for(pair: usize, seq: u64, intended_ns: u64, actual_ns: u64, size: usize) -> String {
+    let mut text = format!("{pair:08} {seq:010} {intended_ns:019} {actual_ns:019}");
     debug_assert!(text.len() <= HEADER_BYTES);
     while text.len() < size {
         text.push('.');
@@ -75,12 +78,13 @@ fn text_for(pair: usize, seq: u64, intended_ns: u64, size: usize) -> String {
     text
 }
 
-fn parse(text: &str) -> Option<(usize, u64, u64)> {
+fn parse(text: &str) -> Option<(usize, u64, u64, u64)> {
     let mut parts = text.split(' ');
     let pair = parts.next()?.parse().ok()?;
     let seq = parts.next()?.parse().ok()?;
-    let intended = parts.next()?.trim_end_matches('.').parse().ok()?;
-    Some((pair, seq, intended))
+    let intended = parts.next()?.parse().ok()?;
+    let actual = parts.next()?.trim_end_matches('.').parse().ok()?;
+    Some((pair, seq, intended, actual))
 }
 
 #[tokio::main]
@@ -124,6 +128,7 @@ async fn main() -> Result<()> {
 
     let received = Arc::new(Mutex::new(Received {
         histogram: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3)?),
+        from_send: Some(Histogram::new_with_bounds(1, 60_000_000_000, 3)?),
         seen: vec![BTreeSet::new(); args.pairs],
         last_seq: vec![None; args.pairs],
         ..Received::default()
@@ -136,7 +141,7 @@ async fn main() -> Result<()> {
             while let Some(event) = events.next().await {
                 let Event::Message(m) = event else { continue };
                 let now_ns = base.elapsed().as_nanos() as u64;
-                let Some((pair, seq, intended)) = parse(&m.text) else {
+                let Some((pair, seq, intended, actual)) = parse(&m.text) else {
                     continue;
                 };
                 let mut r = received.lock().await;
@@ -155,6 +160,9 @@ async fn main() -> Result<()> {
                 if intended >= warmup_ns {
                     if let Some(h) = r.histogram.as_mut() {
                         let _ = h.record(now_ns.saturating_sub(intended).max(1));
+                    }
+                    if let Some(h) = r.from_send.as_mut() {
+                        let _ = h.record(now_ns.saturating_sub(actual).max(1));
                     }
                 }
             }
@@ -185,7 +193,11 @@ async fn main() -> Result<()> {
                     break;
                 }
                 tokio::time::sleep_until(base + Duration::from_nanos(intended)).await;
-                match client.queue(&to, text_for(pair, seq, intended, size)).await {
+                let actual = base.elapsed().as_nanos() as u64;
+                match client
+                    .queue(&to, text_for(pair, seq, intended, actual, size))
+                    .await
+                {
                     Ok(pending) => {
                         sent.fetch_add(1, Ordering::Relaxed);
                         let (accepted, errors) = (accepted.clone(), errors.clone());
@@ -222,7 +234,7 @@ async fn main() -> Result<()> {
     }
     let stats_after = stack.core.stats();
     let r = received.lock().await;
-    let Some(h) = r.histogram.as_ref() else {
+    let (Some(h), Some(hs)) = (r.histogram.as_ref(), r.from_send.as_ref()) else {
         bail!("no histogram")
     };
     let measured_secs = sending_done.as_secs_f64() - start_ns as f64 / 1e9;
@@ -248,6 +260,13 @@ async fn main() -> Result<()> {
             "p999": h.value_at_quantile(0.999) as f64 / 1e3,
             "max": h.max() as f64 / 1e3,
             "samples": h.len(),
+        },
+        "latency_from_send_us": {
+            "p50": hs.value_at_quantile(0.50) as f64 / 1e3,
+            "p90": hs.value_at_quantile(0.90) as f64 / 1e3,
+            "p99": hs.value_at_quantile(0.99) as f64 / 1e3,
+            "p999": hs.value_at_quantile(0.999) as f64 / 1e3,
+            "max": hs.max() as f64 / 1e3,
         },
         "core": {
             "commits": commits,
