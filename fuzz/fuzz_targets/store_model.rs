@@ -17,14 +17,35 @@ const DEVICE_TTL_MS: u64 = 1_000;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Append { user: u8, expires_in_ms: u16, pre_acked_by: Option<u8> },
-    Ack { user: u8, device: u8, back: u8, len: u8 },
-    Seen { user: u8, device: u8 },
+    Append {
+        user: u8,
+        expires_in_ms: u16,
+        pre_acked_by: Option<u8>,
+    },
+    Ack {
+        user: u8,
+        device: u8,
+        back: u8,
+        len: u8,
+    },
+    Seen {
+        user: u8,
+        device: u8,
+    },
     Expire,
-    Reserve { more: u16 },
-    Advance { ms: u16 },
+    Reserve {
+        more: u16,
+    },
+    Advance {
+        ms: u16,
+    },
     Commit,
-    Replay { user: u8, device: u8, after_back: Option<u8>, limit: u8 },
+    Replay {
+        user: u8,
+        device: u8,
+        after_back: Option<u8>,
+        limit: u8,
+    },
 }
 
 fn user(n: u8) -> UserId {
@@ -43,14 +64,19 @@ fn compare(redb: &RedbStore, mem: &MemStore, now: u64, next_id: u64) {
             }
         }
     }
-    assert_eq!(redb.reserved_ids_through().ok(), mem.reserved_ids_through().ok());
+    assert_eq!(
+        redb.reserved_ids_through().ok(),
+        mem.reserved_ids_through().ok()
+    );
 }
 
 fuzz_target!(|ops: Vec<Op>| {
     if ops.len() > 64 {
         return;
     }
-    let config = StoreConfig { device_ttl_ms: DEVICE_TTL_MS };
+    let config = StoreConfig {
+        device_ttl_ms: DEVICE_TTL_MS,
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let redb = RedbStore::open(&dir.path().join("fuzz.redb"), config).expect("open");
     let mem = MemStore::new(config);
@@ -60,14 +86,21 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut reserved: u64 = 0;
     for op in ops {
         match op {
-            Op::Append { user: u, expires_in_ms, pre_acked_by } => {
+            Op::Append {
+                user: u,
+                expires_in_ms,
+                pre_acked_by,
+            } => {
                 let mut stored = StoredMessage::new(
                     Message {
                         id: MessageId(next_id),
                         from: UserId::new("sender").expect("valid id"),
                         from_name: "S".into(),
                         to: user(u),
-                        key: SenderKey { epoch: 1, counter: next_id },
+                        key: SenderKey {
+                            epoch: 1,
+                            counter: next_id,
+                        },
                         sent_at_ms: now,
                         text: "hi".into(),
                     },
@@ -79,7 +112,12 @@ fuzz_target!(|ops: Vec<Op>| {
                 batch.appends.push(stored);
                 next_id += 1;
             }
-            Op::Ack { user: u, device, back, len } => {
+            Op::Ack {
+                user: u,
+                device,
+                back,
+                len,
+            } => {
                 let first = next_id.saturating_sub(u64::from(back)).max(1);
                 batch.acks.push(AckOp {
                     user: user(u),
@@ -91,7 +129,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 });
             }
             Op::Seen { user: u, device } => {
-                batch.devices_seen.push((user(u), DeviceId(u64::from(device % DEVICES)), now));
+                batch
+                    .devices_seen
+                    .push((user(u), DeviceId(u64::from(device % DEVICES)), now));
             }
             Op::Expire => batch.expire_before_ms = Some(now),
             Op::Reserve { more } => {
@@ -110,7 +150,12 @@ fuzz_target!(|ops: Vec<Op>| {
                 batch = WriteBatch::default();
                 compare(&redb, &mem, now, next_id);
             }
-            Op::Replay { user: u, device, after_back, limit } => {
+            Op::Replay {
+                user: u,
+                device,
+                after_back,
+                limit,
+            } => {
                 let after = after_back.map(|b| MessageId(next_id.saturating_sub(u64::from(b))));
                 let d = DeviceId(u64::from(device % DEVICES));
                 let a = redb.replay(&user(u), d, after, usize::from(limit), now);
