@@ -42,6 +42,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
     );
     edge_config.listen = args.listen;
     edge_config.name = "dev-edge".into();
+    edge_config.send_per_second = args.send_per_second;
+    edge_config.send_burst = args.send_burst;
     let edge = match edge_relay::Edge::start(edge_config).await {
         Ok(edge) => edge,
         Err(e) => {
@@ -54,6 +56,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .with_context(|| format!("writing {}", dev.edge_addr_file().display()))?;
 
     let dir = dev.root.display();
+    // Print the commands with the binary actually running (e.g. `target/release/quichat`
+    // under `cargo run`), so a newcomer can paste them as they are.
+    let me = std::env::args().next().unwrap_or_else(|| "quichat".into());
     println!("quichat dev is running.");
     println!(
         "  edge (game clients): {edge_addr}   core (edges only): {}",
@@ -62,8 +67,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  data, certificates and token secret: {dir}");
     println!();
     println!("Try it, in two more terminals:");
-    println!("  quichat listen --dev {dir} --user bob");
-    println!("  quichat send --dev {dir} --from alice --to bob \"gg, rematch?\"");
+    println!("  {me} listen --dev {dir} --user bob");
+    println!("  {me} send --dev {dir} --from alice --to bob \"gg, rematch?\"");
     println!();
     println!(
         "From your own code: connect to {edge_addr}, trust {}, server name \"{}\",",
