@@ -76,7 +76,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         transport::pki::DEV_SERVER_NAME
     );
     println!(
-        "with a token from `quichat token --secret-file {} --user ID`.",
+        "with a token from `{me} token --secret-file {} --user ID`.",
         dev.token_secret_file().display()
     );
     println!("Stop with Ctrl-C.");
