@@ -37,8 +37,12 @@ pub fn line_chart(
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let points = series.iter().flat_map(|s| s.points.iter().copied());
-    let (mut x_min, mut x_max, mut y_min, mut y_max) =
-        (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x_min, mut x_max, mut y_min, mut y_max) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for (x, y) in points {
         x_min = x_min.min(x);
         x_max = x_max.max(x);
@@ -106,15 +110,22 @@ where
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
     Ok(())
 }
 
-fn legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+fn legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
 where
     DB: DrawingBackend + 'a,
     CT: CoordTranslate<From = (f64, f64)>,
@@ -136,8 +147,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chart.svg");
         let series = vec![
-            Series { name: "lanes".into(), points: vec![(0.0, 1.0), (2.0, 3.0), (5.0, 9.0)] },
-            Series { name: "one stream".into(), points: vec![(0.0, 1.5), (2.0, 30.0), (5.0, 90.0)] },
+            Series {
+                name: "lanes".into(),
+                points: vec![(0.0, 1.0), (2.0, 3.0), (5.0, 9.0)],
+            },
+            Series {
+                name: "one stream".into(),
+                points: vec![(0.0, 1.5), (2.0, 30.0), (5.0, 90.0)],
+            },
         ];
         line_chart(&path, "p99 under loss", "loss %", "p99 ms", &series, true).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
