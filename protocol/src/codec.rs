@@ -28,7 +28,7 @@ pub fn encode<T: Serialize>(frame: &T, out: &mut BytesMut) -> Result<(), EncodeE
     const _: () = assert!(FRAME_BYTES_MAX < 1 << 21);
     let start = out.len();
     out.put_bytes(0, HOLE);
-    let result = postcard::to_extend(frame, ExtendBytes(out));
+    let result = postcard::serialize_with_flavor(frame, BytesFlavor(out));
     if result.is_err() {
         out.truncate(start);
         return Err(EncodeError::Serialize);
@@ -138,22 +138,26 @@ fn write_varint(mut value: u32, out: &mut [u8]) -> usize {
     }
 }
 
-/// Lets postcard extend a `BytesMut` in place.
-struct ExtendBytes<'a>(&'a mut BytesMut);
+/// A postcard output that appends to a `BytesMut` in place. Unlike postcard's `Extend`
+/// adapter, it copies string and byte fields as whole slices, not byte by byte (the text
+/// of a message is most of its bytes).
+struct BytesFlavor<'a>(&'a mut BytesMut);
 
-impl Extend<u8> for ExtendBytes<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        for b in iter {
-            self.0.put_u8(b);
-        }
+impl postcard::ser_flavors::Flavor for BytesFlavor<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.put_u8(byte);
+        Ok(())
     }
-}
 
-impl<'a> Extend<&'a u8> for ExtendBytes<'_> {
-    fn extend<I: IntoIterator<Item = &'a u8>>(&mut self, iter: I) {
-        for b in iter {
-            self.0.put_u8(*b);
-        }
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
