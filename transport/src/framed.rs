@@ -284,8 +284,12 @@ async fn run_writer<T: Serialize>(
     if let Some(kind) = kind {
         send.write_all(&[kind]).await?;
     }
-    let mut items = Vec::with_capacity(BATCH_FRAMES_MAX);
-    let mut buf = BytesMut::with_capacity(BATCH_BYTES_MAX);
+    // Allocated on first use, not up front: a connection has a writer per lane and most
+    // lanes of an idle connection never carry a frame. Reserving 64 KiB per writer cost
+    // about 72 KiB of resident memory per idle client connection at the edge (measured
+    // with heaptrack by `quichat-conns`; see docs/bench/conns.md).
+    let mut items = Vec::new();
+    let mut buf = BytesMut::new();
     let mut finish = None;
     while finish.is_none() {
         if rx.recv_many(&mut items, BATCH_FRAMES_MAX).await == 0 {
