@@ -47,6 +47,15 @@ impl Default for StackOptions {
 impl Stack {
     /// Starts a core and the edges.
     pub async fn start(options: StackOptions) -> Result<Self> {
+        Self::start_with(options, |_| {}).await
+    }
+
+    /// Like [`Stack::start`], with `edit` applied to every edge's configuration just
+    /// before that edge starts (for benchmarks that vary an edge setting, such as lanes).
+    pub async fn start_with(
+        options: StackOptions,
+        edit: impl Fn(&mut edge_relay::EdgeConfig),
+    ) -> Result<Self> {
         let dir = tempfile::tempdir().context("temporary directory")?;
         let pki = DevPki::ensure(dir.path())?;
         let secret_file = dir.path().join("token-secret");
@@ -77,6 +86,7 @@ impl Stack {
             config.name = format!("edge-{i}");
             config.send_per_second = options.send_per_second;
             config.send_burst = options.send_burst;
+            edit(&mut config);
             edges.push(
                 edge_relay::Edge::start(config)
                     .await

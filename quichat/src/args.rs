@@ -41,6 +41,13 @@ pub struct DevArgs {
     /// Address the edge listens on for game clients.
     #[arg(long, default_value = "127.0.0.1:4433")]
     pub listen: SocketAddr,
+    /// Sustained messages per second each user may send (the edge's `send_per_second`);
+    /// load generators raise it so the limit does not cap what they measure.
+    #[arg(long, default_value_t = 50)]
+    pub send_per_second: u32,
+    /// Messages a user may send in a burst above the sustained rate (`send_burst`).
+    #[arg(long, default_value_t = 100)]
+    pub send_burst: u32,
 }
 
 /// `quichat token`.

@@ -1,6 +1,595 @@
-//! `quichat-vs-mosquitto`: being written (see issue 4).
+//! `quichat-vs-mosquitto`: quichat beside mosquitto, the MQTT broker many games use, on
+//! the same workload, on the same machine, in one run.
+//!
+//! - `--rate R`: the online workload (N pairs, open loop) at one offered rate through
+//!   quichat (`quichat-load`, a child process), mosquitto over TLS and mosquitto over
+//!   plain TCP; a table and the ratios quichat/mosquitto.
+//! - `--sweep`: for each system, the highest offered rate with p99 <= 10 ms and nothing
+//!   lost (the same search for every system), and the ratio of those rates.
+//! - `--drain N`: N messages queued for an offline recipient, then the time until it has
+//!   them all after reconnecting.
+//! - `--smoke`: small versions of all three, exiting non-zero on any loss.
+//!
+//! JSON summary on stdout, tables on stderr. The pieces live in `benches::mqtt`; this
+//! file is the command line. See `docs/bench/mosquitto.md`.
+//!
+//! ```text
+//! cargo build --release -p quichat -p benches
+//! target/release/quichat-vs-mosquitto --rate 5000 --sweep --drain 10000
+//! ```
 
-fn main() {
-    eprintln!("quichat-vs-mosquitto: not written yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use benches::load::run::RunOptions;
+use benches::load::server::Target;
+use benches::load::sweep::{Sweep, SweepPlan};
+use benches::mqtt::client::INFLIGHT_DEFAULT;
+use benches::mqtt::quichat_side::{self, QuichatBinaries};
+use benches::mqtt::report::{self, DrainRatios, OnlineRatios};
+use benches::mqtt::{
+    BrokerOptions, DURABILITY_NOTE, DrainSummary, Mosquitto, MqttTransport, Row, drain, load,
+};
+use benches::plot::{self, Series};
+use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
+
+/// quichat beside mosquitto (MQTT 3.1.1, QoS 1, persistent sessions; over TLS and over
+/// plain TCP) on the same workload, on the same machine, in one run.
+///
+/// The online workload is quichat-load's: N sender→recipient pairs, each side its own
+/// client connection, an open-loop schedule at the offered rate, latency measured from
+/// each message's intended send time. quichat runs as `quichat-load` (a child process,
+/// which starts `quichat dev` as its own child); mosquitto is started on loopback from a
+/// config this tool writes, and driven by rumqttc clients in this process with
+/// quichat-load's own pacer, tallies and CPU meter.
+///
+/// Modes (combine freely; at least one):
+///   --rate R     one comparison at R msg/s: table and ratios quichat/mosquitto
+///   --sweep      highest rate with p99 <= --p99-target-ms and nothing lost, per system
+///   --drain N    time for a reconnecting recipient to receive N queued messages
+///   --smoke      5 pairs, 2 s, a one-step sweep, drain 500; exit non-zero on any loss
+///
+/// Needs `quichat` and `quichat-load` next to this executable
+/// (`cargo build --release -p quichat -p benches`) and mosquitto
+/// (`apt-get install -y mosquitto`).
+///
+/// Note: mosquitto's QoS 1 PUBACK does not mean the message is on disk (persistence
+/// writes only at autosave_interval or shutdown); quichat's Accepted means fsync'd or in
+/// the recipient's hands.
+#[derive(Debug, Parser)]
+#[command(name = "quichat-vs-mosquitto", verbatim_doc_comment)]
+struct Args {
+    /// Compare at this offered rate (messages per second over all pairs).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Find each system's highest rate with p99 <= --p99-target-ms and nothing lost.
+    #[arg(long)]
+    sweep: bool,
+    /// Offline drain: messages queued for the reconnecting recipient (quichat dev keeps
+    /// at most 10,000 per recipient).
+    #[arg(long, value_name = "N")]
+    drain: Option<u64>,
+    /// Small versions of every mode (seconds); exit non-zero on any loss. Overrides the
+    /// load flags.
+    #[arg(long)]
+    smoke: bool,
+
+    /// Sender→recipient pairs (each side its own connection).
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of sending before the measurement (checked, not timed).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Message size in bytes (at least 60).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Seconds to wait after sending for the last answers and deliveries.
+    #[arg(long, default_value_t = 10.0)]
+    drain_wait: f64,
+
+    /// The sweep's latency target: p99 from the intended send time, ms.
+    #[arg(long, default_value_t = 10.0)]
+    p99_target_ms: f64,
+    /// The sweep's first rate.
+    #[arg(long, default_value_t = 1000.0)]
+    sweep_start: f64,
+    /// The sweep's ramp factor.
+    #[arg(long, default_value_t = 2.0)]
+    sweep_factor: f64,
+    /// Stop bisecting when the bracket is this narrow (0.05 = 5 %).
+    #[arg(long, default_value_t = 0.05)]
+    sweep_resolution: f64,
+    /// Most runs per system in a sweep.
+    #[arg(long, default_value_t = 12)]
+    sweep_runs: usize,
+    /// Where the sweep writes its SVG plots.
+    #[arg(long, default_value = "target/bench-plots/vs-mosquitto")]
+    plot_dir: PathBuf,
+
+    /// Which systems to run (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "quichat,mosquitto-tls,mosquitto-tcp"
+    )]
+    systems: Vec<System>,
+    /// QoS 1 publishes in flight per MQTT client (quichat's outbox holds 1024).
+    #[arg(long, default_value_t = INFLIGHT_DEFAULT)]
+    inflight: u16,
+    /// mosquitto's `max_inflight_messages` per client (0: no limit; its default is 20).
+    #[arg(long, default_value_t = 0)]
+    mqtt_max_inflight: u32,
+    /// mosquitto's `max_queued_messages` per client (its default, 1000, drops QoS 1
+    /// messages beyond it).
+    #[arg(long, default_value_t = 10_000_000)]
+    mqtt_max_queued: u64,
+    /// The mosquitto executable.
+    #[arg(long, default_value = benches::mqtt::broker::MOSQUITTO_BIN_DEFAULT)]
+    mosquitto: PathBuf,
+    /// An extra argument for every `quichat-load` run (repeatable), e.g.
+    /// `--quichat-load-arg=--server-log --quichat-load-arg=info`.
+    #[arg(long = "quichat-load-arg", allow_hyphen_values = true)]
+    quichat_load_args: Vec<String>,
+}
+
+/// A system under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum System {
+    /// quichat, through `quichat-load` (QUIC, TLS 1.3).
+    Quichat,
+    /// mosquitto over TLS.
+    MosquittoTls,
+    /// mosquitto over plain TCP.
+    MosquittoTcp,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Quichat => "quichat",
+            System::MosquittoTls => MqttTransport::Tls.name(),
+            System::MosquittoTcp => MqttTransport::Tcp.name(),
+        }
+    }
+
+    fn transport(self) -> Option<MqttTransport> {
+        match self {
+            System::Quichat => None,
+            System::MosquittoTls => Some(MqttTransport::Tls),
+            System::MosquittoTcp => Some(MqttTransport::Tcp),
+        }
+    }
+}
+
+/// What every run needs.
+struct Context {
+    args: Args,
+    binaries: Option<QuichatBinaries>,
+    broker: BrokerOptions,
+}
+
+impl Context {
+    fn binaries(&self) -> Result<&QuichatBinaries> {
+        self.binaries
+            .as_ref()
+            .context("quichat's executables were not looked up")
+    }
+
+    /// The load options at `rate`, as `quichat-load` takes them.
+    fn options(&self, rate: f64) -> Result<RunOptions> {
+        let secs = |value: f64, flag: &str| {
+            Duration::try_from_secs_f64(value)
+                .with_context(|| format!("{flag} {value}: not a duration"))
+        };
+        Ok(RunOptions {
+            pairs: self.args.pairs,
+            rate,
+            duration: secs(self.args.duration, "--duration")?,
+            warmup: secs(self.args.warmup, "--warmup")?,
+            size: self.args.size,
+            offline_share: 0.0,
+            drain: secs(self.args.drain_wait, "--drain-wait")?,
+            progress: false,
+            label: String::new(),
+        })
+    }
+
+    fn plan(&self) -> SweepPlan {
+        SweepPlan {
+            start_rate: self.args.sweep_start,
+            factor: self.args.sweep_factor.max(1.01),
+            resolution: self.args.sweep_resolution.max(0.001),
+            runs_max: self.args.sweep_runs.max(1),
+            rate_min: 1.0,
+        }
+    }
+
+    /// One online run of a mosquitto variant on a fresh broker: its row and full summary.
+    async fn mosquitto_run(
+        &self,
+        transport: MqttTransport,
+        options: &RunOptions,
+    ) -> Result<(Row, Value)> {
+        let broker = Mosquitto::start(&self.broker)?;
+        let summary = load::run(&broker, transport, options, self.args.inflight).await?;
+        let json = serde_json::to_value(&summary)?;
+        Ok((Row::from_summary_json(transport.name(), &json)?, json))
+    }
+
+    /// One online run of `system`, on a fresh server.
+    async fn online(&self, system: System, options: &RunOptions) -> Result<(Row, Value)> {
+        eprintln!(
+            "{} at {} msg/s ({} pairs, {} s)...",
+            system.name(),
+            options.rate,
+            options.pairs,
+            options.duration.as_secs_f64()
+        );
+        match system.transport() {
+            None => {
+                quichat_side::run_load(
+                    &self.binaries()?.quichat_load,
+                    options,
+                    &self.args.quichat_load_args,
+                )
+                .await
+            }
+            Some(transport) => self.mosquitto_run(transport, options).await,
+        }
+    }
+
+    /// One offline drain of `system`, on a fresh server.
+    async fn drain(&self, system: System, messages: u64) -> Result<DrainSummary> {
+        eprintln!("{}: draining {messages} queued messages...", system.name());
+        match system.transport() {
+            None => {
+                let target = Target::Dev {
+                    binary: self.binaries()?.quichat.clone(),
+                    log_filter: "warn".into(),
+                };
+                quichat_side::drain(&target, messages, self.args.size).await
+            }
+            Some(transport) => {
+                let broker = Mosquitto::start(&self.broker)?;
+                drain::run(
+                    &broker,
+                    transport,
+                    messages,
+                    self.args.size,
+                    self.args.inflight,
+                )
+                .await
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("quichat-vs-mosquitto: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main_async(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("quichat-vs-mosquitto: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn main_async(mut args: Args) -> Result<ExitCode> {
+    if args.smoke {
+        args.pairs = 5;
+        args.duration = 2.0;
+        args.warmup = 0.5;
+        args.drain_wait = 5.0;
+        args.rate = Some(args.rate.unwrap_or(500.0));
+        args.drain = Some(args.drain.unwrap_or(500));
+        args.sweep = true;
+        // One step per system: enough to exercise the sweep end to end in seconds.
+        args.sweep_start = 500.0;
+        args.sweep_runs = 1;
+    }
+    if args.rate.is_none() && !args.sweep && args.drain.is_none() {
+        bail!("choose at least one of --rate R, --sweep, --drain N, --smoke (see --help)");
+    }
+    if args.systems.is_empty() {
+        bail!("--systems is empty");
+    }
+    let binaries = if args.systems.contains(&System::Quichat) {
+        Some(QuichatBinaries::next_to_current_exe()?)
+    } else {
+        None
+    };
+    let broker = BrokerOptions {
+        binary: args.mosquitto.clone(),
+        max_inflight_messages: args.mqtt_max_inflight,
+        max_queued_messages: args.mqtt_max_queued,
+    };
+    let ctx = Context {
+        args,
+        binaries,
+        broker,
+    };
+    ctx.options(1.0)?;
+
+    let mut output = json!({
+        "tool": "quichat-vs-mosquitto",
+        "note": DURABILITY_NOTE,
+        "params": {
+            "pairs": ctx.args.pairs,
+            "duration_secs": ctx.args.duration,
+            "warmup_secs": ctx.args.warmup,
+            "size": ctx.args.size,
+            "drain_wait_secs": ctx.args.drain_wait,
+            "systems": ctx.args.systems.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "mqtt_client_inflight": ctx.args.inflight,
+            "mosquitto_max_inflight_messages": ctx.args.mqtt_max_inflight,
+            "mosquitto_max_queued_messages": ctx.args.mqtt_max_queued,
+        },
+    });
+    // Every run that lost, refused, duplicated or reordered a message.
+    let mut unclean = Vec::new();
+
+    if let Some(rate) = ctx.args.rate {
+        let (value, bad) = compare(&ctx, rate).await?;
+        output["compare"] = value;
+        unclean.extend(bad);
+    }
+    if ctx.args.sweep {
+        let (value, bad) = sweep(&ctx).await?;
+        output["sweep"] = value;
+        unclean.extend(bad);
+    }
+    if let Some(messages) = ctx.args.drain {
+        let (value, bad) = drains(&ctx, messages).await?;
+        output["drain"] = value;
+        unclean.extend(bad);
+    }
+
+    output["clean"] = json!(unclean.is_empty());
+    output["unclean_runs"] = json!(unclean);
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    if unclean.is_empty() {
+        if ctx.args.smoke {
+            eprintln!("quichat-vs-mosquitto smoke: ok");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "lost, refused, unanswered, duplicated or reordered messages in: {}",
+        unclean.join(", ")
+    );
+    if ctx.args.smoke {
+        eprintln!("quichat-vs-mosquitto smoke: FAILED");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every system at one rate, and quichat's ratios to each mosquitto variant.
+async fn compare(ctx: &Context, rate: f64) -> Result<(Value, Vec<String>)> {
+    let options = ctx.options(rate)?;
+    let mut rows = Vec::new();
+    let mut summaries = Vec::new();
+    let mut unclean = Vec::new();
+    for &system in &ctx.args.systems {
+        let (row, summary) = ctx.online(system, &options).await?;
+        if !row.is_clean() {
+            unclean.push(format!("{} at {rate} msg/s", row.system));
+        }
+        rows.push(row);
+        summaries.push(json!({ "system": system.name(), "summary": summary }));
+    }
+    let ratios: Vec<OnlineRatios> = match rows.iter().find(|r| r.system == "quichat") {
+        Some(q) => rows
+            .iter()
+            .filter(|r| r.system != "quichat")
+            .map(|m| OnlineRatios::of(q, m))
+            .collect(),
+        None => Vec::new(),
+    };
+    let title = format!(
+        "online: {rate} msg/s offered, {} pairs, {} B, {} s measured (+{} s warm-up)",
+        ctx.args.pairs, ctx.args.size, ctx.args.duration, ctx.args.warmup
+    );
+    eprint!("\n{}\n", report::online_table(&title, &rows, &ratios));
+    Ok((
+        json!({ "rate": rate, "rows": rows, "ratios": ratios, "summaries": summaries }),
+        unclean,
+    ))
+}
+
+/// The sweep for every system: `quichat-load --sweep` for quichat, the same search
+/// ([`Sweep`], same plan, same bar) here for mosquitto.
+async fn sweep(ctx: &Context) -> Result<(Value, Vec<String>)> {
+    let plan = ctx.plan();
+    let p99_target_us = ctx.args.p99_target_ms * 1e3;
+    let mut options = ctx.options(plan.start_rate)?;
+    if ctx.args.smoke {
+        options.duration = Duration::from_secs(1);
+        options.warmup = Duration::from_millis(250);
+    }
+    let mut systems = Vec::new();
+    let mut best = Vec::new();
+    let mut series = Vec::new();
+    let mut unclean = Vec::new();
+    for &system in &ctx.args.systems {
+        let (steps, best_rate) = match system.transport() {
+            None => {
+                eprintln!(
+                    "quichat: quichat-load --sweep from {} msg/s...",
+                    plan.start_rate
+                );
+                let found = quichat_side::run_sweep(
+                    &ctx.binaries()?.quichat_load,
+                    &options,
+                    &plan,
+                    ctx.args.p99_target_ms,
+                    &ctx.args.plot_dir.join("quichat-load"),
+                    &ctx.args.quichat_load_args,
+                )
+                .await?;
+                (found.steps, found.best_rate)
+            }
+            Some(_) => {
+                let mut search = Sweep::new(plan);
+                let mut steps = Vec::new();
+                while let Some(rate) = search.next_rate() {
+                    let (row, _) = ctx
+                        .online(
+                            system,
+                            &RunOptions {
+                                rate,
+                                ..options.clone()
+                            },
+                        )
+                        .await?;
+                    let passed = row.passes(p99_target_us);
+                    search.record(rate, passed);
+                    steps.push((row, passed));
+                }
+                (steps, search.best())
+            }
+        };
+        for (row, passed) in &steps {
+            eprintln!(
+                "  {} at {:.0} msg/s: delivered {:.0}/s, p99 {:.3} ms, lost {}, errors {} -> {}",
+                row.system,
+                row.offered_rate,
+                row.throughput_msgs_per_sec,
+                row.latency_us.p99 / 1e3,
+                row.lost,
+                row.errors,
+                if *passed { "pass" } else { "fail" }
+            );
+            if !row.is_clean() && ctx.args.smoke {
+                unclean.push(format!(
+                    "{} sweep at {} msg/s",
+                    row.system, row.offered_rate
+                ));
+            }
+        }
+        let mut points: Vec<(f64, f64)> = steps
+            .iter()
+            .map(|(r, _)| (r.offered_rate, r.latency_us.p99 / 1e3))
+            .filter(|&(_, p99)| p99 > 0.0)
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        series.push(Series {
+            name: system.name().into(),
+            points,
+        });
+        best.push((system.name().to_owned(), best_rate));
+        systems.push(json!({
+            "system": system.name(),
+            "best_rate": best_rate,
+            "steps": steps
+                .iter()
+                .map(|(row, passed)| json!({ "passed": passed, "row": row }))
+                .collect::<Vec<_>>(),
+        }));
+    }
+    let quichat_best = best
+        .iter()
+        .find(|(s, _)| s == "quichat")
+        .and_then(|(_, r)| *r);
+    let ratios: Vec<Value> = best
+        .iter()
+        .filter(|(s, _)| s != "quichat")
+        .map(|(s, r)| json!({ "versus": s, "best_rate_ratio": report::ratio(quichat_best, *r) }))
+        .collect();
+    eprint!(
+        "\n{}\n",
+        report::sweep_table(ctx.args.p99_target_ms, &best, quichat_best)
+    );
+    let chart = ctx.args.plot_dir.join("p99-vs-rate.svg");
+    let chart = match plot::line_chart(
+        &chart,
+        &format!(
+            "p99 latency from intended send against offered rate (target {} ms)",
+            ctx.args.p99_target_ms
+        ),
+        "offered rate (msg/s)",
+        "p99 latency (ms)",
+        &series,
+        true,
+    ) {
+        Ok(()) => {
+            eprintln!("plot: {}", chart.display());
+            Some(chart)
+        }
+        Err(e) => {
+            eprintln!("quichat-vs-mosquitto: plot not written: {e:#}");
+            None
+        }
+    };
+    Ok((
+        json!({
+            "p99_target_ms": ctx.args.p99_target_ms,
+            "plan": {
+                "start_rate": plan.start_rate,
+                "factor": plan.factor,
+                "resolution": plan.resolution,
+                "runs_max": plan.runs_max,
+            },
+            "systems": systems,
+            "ratios": ratios,
+            "plot": chart,
+        }),
+        unclean,
+    ))
+}
+
+/// The offline drain for every system, and quichat's speed-up over each mosquitto.
+async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
+    let mut runs = Vec::new();
+    let mut unclean = Vec::new();
+    for &system in &ctx.args.systems {
+        let run = ctx.drain(system, messages).await?;
+        if !run.is_clean() {
+            unclean.push(format!("{} drain", run.system));
+        }
+        runs.push(run);
+    }
+    let ratios: Vec<DrainRatios> = match runs.iter().find(|r| r.system == "quichat") {
+        Some(q) => runs
+            .iter()
+            .filter(|r| r.system != "quichat")
+            .map(|m| DrainRatios::of(q, m))
+            .collect(),
+        None => Vec::new(),
+    };
+    eprint!("\n{}\n", report::drain_table(&runs, &ratios));
+    let setup = "quichat: the recipient connected once before (its device is known, so each \
+                 message is committed to disk before Accepted), then went offline; mosquitto: \
+                 a persistent session (clean_session false) subscribed at QoS 1, then \
+                 disconnected. The clock runs from the recipient's reconnect to its last \
+                 message.";
+    Ok((
+        json!({ "messages": messages, "setup": setup, "runs": runs, "ratios": ratios }),
+        unclean,
+    ))
 }

@@ -1,0 +1,231 @@
+//! The figures compared, in one shape for every system.
+//!
+//! Each online run's full result is a `quichat-load` summary
+//! ([`crate::load::summary::Summary`], as JSON): `quichat-load` prints it for quichat, and
+//! the MQTT workload builds the same struct. [`Row`] reads the figures the comparison
+//! needs from that JSON, so both sides go through one parser with the same field names.
+//! [`DrainSummary`] is the offline drain.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Latency percentiles, µs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+    /// Messages timed.
+    pub samples: u64,
+}
+
+/// One online run of one system, as compared.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Row {
+    /// `quichat`, `mosquitto-tls` or `mosquitto-tcp`.
+    pub system: String,
+    /// Offered messages per second over all pairs.
+    pub offered_rate: f64,
+    /// Messages handed to the client library.
+    pub sent: u64,
+    /// Messages the server accepted (quichat `Accepted`, MQTT `PUBACK`).
+    pub accepted: u64,
+    /// Messages refused or failed (MQTT: also connection errors).
+    pub errors: u64,
+    /// Messages with no answer when the drain wait ran out.
+    pub unanswered: u64,
+    /// Messages delivered, each once.
+    pub delivered: u64,
+    /// Accepted messages never delivered.
+    pub lost: u64,
+    /// Messages shown twice.
+    pub duplicates_shown: u64,
+    /// Messages shown after a later one of the same pair.
+    pub out_of_order: u64,
+    /// Deliveries inside the measured window, per second.
+    pub throughput_msgs_per_sec: f64,
+    /// Latency from the intended send time (open loop).
+    pub latency_us: Latency,
+    /// Server CPU per delivered message, µs (every quichat server process; mosquitto).
+    pub server_cpu_us_per_msg: Option<f64>,
+    /// The load generator's CPU per delivered message, µs.
+    pub load_generator_cpu_us_per_msg: Option<f64>,
+}
+
+impl Row {
+    /// Reads a `quichat-load` summary (JSON) as the row of `system`.
+    pub fn from_summary_json(system: &str, json: &Value) -> Result<Self> {
+        let get = |path: &str| -> Option<&Value> {
+            path.split('.').try_fold(json, |value, key| value.get(key))
+        };
+        let u = |path: &str| -> Result<u64> {
+            get(path)
+                .and_then(Value::as_u64)
+                .with_context(|| format!("the load summary has no integer `{path}`"))
+        };
+        let f = |path: &str| -> Result<f64> {
+            get(path)
+                .and_then(Value::as_f64)
+                .with_context(|| format!("the load summary has no number `{path}`"))
+        };
+        Ok(Self {
+            system: system.to_owned(),
+            offered_rate: f("offered_rate")?,
+            sent: u("sent")?,
+            accepted: u("accepted")?,
+            errors: u("errors")?,
+            unanswered: u("unanswered")?,
+            delivered: u("delivered")?,
+            lost: u("lost")?,
+            duplicates_shown: u("duplicates_shown")?,
+            out_of_order: u("out_of_order")?,
+            throughput_msgs_per_sec: f("throughput_msgs_per_sec")?,
+            latency_us: Latency {
+                p50: f("latency_us.p50")?,
+                p99: f("latency_us.p99")?,
+                p999: f("latency_us.p999")?,
+                max: f("latency_us.max")?,
+                samples: u("latency_us.samples")?,
+            },
+            // Absent or null when the tool could not measure it.
+            server_cpu_us_per_msg: get("cpu.server_us_per_message").and_then(Value::as_f64),
+            load_generator_cpu_us_per_msg: get("cpu.load_generator_us_per_message")
+                .and_then(Value::as_f64),
+        })
+    }
+
+    /// Nothing lost, refused, unanswered, duplicated or reordered, and every message sent
+    /// was accepted.
+    pub fn is_clean(&self) -> bool {
+        self.lost == 0
+            && self.errors == 0
+            && self.unanswered == 0
+            && self.duplicates_shown == 0
+            && self.out_of_order == 0
+            && self.accepted == self.sent
+    }
+
+    /// The sweep's bar, as `quichat-load` applies it: clean, measured, and p99 from the
+    /// intended time at most `p99_target_us`.
+    pub fn passes(&self, p99_target_us: f64) -> bool {
+        self.is_clean() && self.latency_us.samples > 0 && self.latency_us.p99 <= p99_target_us
+    }
+}
+
+/// One offline drain: N messages queued for an offline recipient, then its reconnect.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DrainSummary {
+    /// `quichat`, `mosquitto-tls` or `mosquitto-tcp`.
+    pub system: String,
+    /// Messages queued.
+    pub messages: u64,
+    /// Seconds the sender took to have them all accepted (not part of the drain).
+    pub queue_secs: f64,
+    /// From the recipient's reconnect to its session being up (quichat `Welcome`, MQTT
+    /// `CONNACK`), ms.
+    pub connect_ms: f64,
+    /// From the recipient's reconnect to the last message received, ms: the figure
+    /// compared. (When messages are missing, to the last one that came.)
+    pub drain_ms: f64,
+    /// Messages received per second of `drain_ms`.
+    pub msgs_per_sec: f64,
+    /// Distinct messages received.
+    pub received: u64,
+    /// Messages received more than once.
+    pub duplicates: u64,
+    /// Messages received after a later one.
+    pub out_of_order: u64,
+    /// CPU the server process spent during the drain, ms (10 ms resolution).
+    pub server_cpu_ms: Option<f64>,
+}
+
+impl DrainSummary {
+    /// True when all messages arrived once and in order.
+    pub fn is_clean(&self) -> bool {
+        self.received == self.messages && self.duplicates == 0 && self.out_of_order == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::summary::{CpuSummary, Percentiles, Summary};
+
+    fn summary() -> Summary {
+        Summary {
+            mode: "dev-process".into(),
+            offered_rate: 500.0,
+            sent: 1000,
+            accepted: 1000,
+            delivered: 1000,
+            throughput_msgs_per_sec: 498.5,
+            latency_us: Percentiles {
+                p50: 310.0,
+                p99: 900.0,
+                p999: 1500.0,
+                max: 2100.0,
+                samples: 800,
+                ..Percentiles::default()
+            },
+            cpu: Some(CpuSummary {
+                server_us_per_message: Some(12.5),
+                load_generator_us_per_message: 30.0,
+                ..CpuSummary::default()
+            }),
+            ..Summary::default()
+        }
+    }
+
+    #[test]
+    fn a_quichat_load_summary_reads_into_a_row_with_its_cpu_figures() {
+        // The parser must follow quichat-load's real field names: build the JSON from
+        // its struct, not by hand.
+        let json = serde_json::to_value(summary()).unwrap();
+        let row = Row::from_summary_json("quichat", &json).unwrap();
+        assert_eq!(row.system, "quichat");
+        assert_eq!((row.sent, row.delivered, row.lost), (1000, 1000, 0));
+        assert_eq!(row.latency_us.p99, 900.0);
+        assert_eq!(row.server_cpu_us_per_msg, Some(12.5));
+        assert_eq!(row.load_generator_cpu_us_per_msg, Some(30.0));
+        assert!(row.is_clean());
+        assert!(row.passes(10_000.0));
+        assert!(!row.passes(500.0));
+    }
+
+    #[test]
+    fn an_unmeasured_cpu_is_unknown_not_zero() {
+        let json = serde_json::to_value(Summary {
+            cpu: None,
+            ..summary()
+        })
+        .unwrap();
+        let row = Row::from_summary_json("quichat", &json).unwrap();
+        assert_eq!(row.server_cpu_us_per_msg, None);
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_naming_it() {
+        let mut json = serde_json::to_value(summary()).unwrap();
+        json.as_object_mut().unwrap().remove("lost");
+        let error = Row::from_summary_json("quichat", &json).unwrap_err();
+        assert!(error.to_string().contains("`lost`"), "{error}");
+    }
+
+    #[test]
+    fn loss_or_an_unanswered_message_fails_the_bar_whatever_the_latency() {
+        let json = serde_json::to_value(summary()).unwrap();
+        let mut row = Row::from_summary_json("quichat", &json).unwrap();
+        row.lost = 1;
+        assert!(!row.passes(10_000.0));
+        row.lost = 0;
+        row.unanswered = 1;
+        assert!(!row.passes(10_000.0));
+        assert!(!row.is_clean());
+    }
+}
