@@ -82,6 +82,8 @@ enum Wake {
     Shared,
     Timer,
     EventsMoved,
+    /// A stream queue that was full took frames off.
+    Room,
     Phase(PhaseEvent),
 }
 
@@ -149,7 +151,13 @@ impl Driver {
                 self.delivery.ack(id);
             }
             self.drain_events();
-            self.flush_transmits().await;
+            let blocked = self.flush_transmits();
+            // Frames wait for a full stream: wake when any lane (or the control stream)
+            // takes frames off its queue.
+            let room = match &self.phase {
+                Phase::Up { link, .. } if blocked => Some(link.lanes.room().clone()),
+                _ => None,
+            };
 
             // Without a deadline the timer branch is disabled; the far instant is never
             // awaited.
@@ -170,6 +178,12 @@ impl Driver {
                     Wake::EventsMoved
                 }
                 () = tokio::time::sleep_until(sleep_at), if deadline.is_some() => Wake::Timer,
+                () = async {
+                    match &room {
+                        Some(room) => room.notified().await,
+                        None => std::future::pending().await,
+                    }
+                }, if room.is_some() => Wake::Room,
                 event = phase_wait(&mut self.phase, read_lanes) => Wake::Phase(event),
             };
             match wake {
@@ -188,7 +202,7 @@ impl Driver {
                 }
                 Wake::Shared => self.on_shared(),
                 Wake::Timer => self.delivery.handle_timeout(Instant::now()),
-                Wake::EventsMoved => {}
+                Wake::EventsMoved | Wake::Room => {}
                 Wake::Phase(event) => self.on_phase(event),
             }
         }
@@ -364,9 +378,39 @@ impl Driver {
         }
     }
 
-    /// Writes what the machine wants written. Waits while a stream's queue is full: the
-    /// network is the bottleneck then, and the game's sends wait in the command queue.
-    async fn flush_transmits(&mut self) {
+    /// Hands the machine's frames to the stream writers without waiting. A frame whose
+    /// stream queue is full stays in the machine (its outbox is the backlog), so a full
+    /// lane holds back only its own conversations, never the others, and the driver keeps
+    /// taking the game's sends (the outbox bound, `OutboxFull`, is the back-pressure).
+    /// Returns whether frames still wait for room.
+    fn flush_transmits(&mut self) -> bool {
+        let Phase::Up { link, .. } = &self.phase else {
+            return false;
+        };
+        let has_room = |lane: Option<u8>| match lane {
+            Some(lane) => link.lanes.lane(lane).capacity() > 0,
+            None => link.control.capacity() > 0,
+        };
+        while let Some(transmit) = self.delivery.poll_transmit_where(has_room) {
+            let sent = match transmit.lane {
+                Some(lane) => link.lanes.lane(lane).try_send(transmit.frame),
+                None => link.control.try_send(transmit.frame),
+            };
+            if sent.is_err() {
+                // A writer stopped (its stream was reset, or the connection is closing);
+                // `Full` cannot happen, as only this driver feeds the queues and it checked
+                // for room. What was not written is re-sent on a new connection, so make
+                // sure there is one.
+                transport::close(&link.conn, ErrorCode::NoError, "a stream stopped");
+                return false;
+            }
+        }
+        self.delivery.wants_transmit()
+    }
+
+    /// Writes everything the machine wants written, waiting while a queue is full: for
+    /// shutdown, where the last acknowledgements matter more than latency.
+    async fn flush_transmits_waiting(&mut self) {
         let Phase::Up { link, .. } = &self.phase else {
             return;
         };
@@ -376,10 +420,6 @@ impl Driver {
                 None => link.control.send(transmit.frame).await,
             };
             if sent.is_err() {
-                // A writer stopped (its stream was reset, or the connection is closing).
-                // What it did not write would only be re-sent on a new connection, so
-                // make sure there is one.
-                transport::close(&link.conn, ErrorCode::NoError, "a stream stopped");
                 return;
             }
         }
@@ -393,7 +433,7 @@ impl Driver {
             self.delivery.ack(id);
         }
         self.drain_events();
-        self.flush_transmits().await;
+        self.flush_transmits_waiting().await;
         if let Phase::Up { link, .. } = &self.phase {
             // Closing a QUIC connection discards stream data still in flight; wait until
             // the edge has the last acknowledgements, or a message the game already

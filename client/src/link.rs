@@ -131,7 +131,12 @@ impl Link {
         let lanes = LaneSenders::open(conn, welcome.limits.lanes, LANE_QUEUE, LANE_PRIORITY)
             .await
             .map_err(ConnectError::from_connection)?;
-        let control = transport::spawn_writer(send, None, CONTROL_QUEUE);
+        let control = transport::spawn_writer_notifying(
+            send,
+            None,
+            CONTROL_QUEUE,
+            Some(lanes.room().clone()),
+        );
 
         let (control_tx, control_rx) = mpsc::channel(CONTROL_INBOUND_QUEUE);
         tokio::spawn(read_stream(conn.clone(), control_recv, control_tx));

@@ -19,7 +19,7 @@ use protocol::error::{DecodeError, EncodeError};
 use protocol::frames::Validate;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use tokio::sync::mpsc::error::TrySendError;
 
@@ -264,11 +264,23 @@ pub fn spawn_writer<T: Serialize + Send + 'static>(
     kind: Option<u8>,
     queue: usize,
 ) -> FrameSender<T> {
+    spawn_writer_notifying(send, kind, queue, None)
+}
+
+/// Like [`spawn_writer`], and signals `room` every time the writer takes frames off its
+/// queue. Several writers can share one `room`, so a sender that keeps frames back
+/// rather than wait on one full queue can wait until *any* of them has space.
+pub fn spawn_writer_notifying<T: Serialize + Send + 'static>(
+    send: quinn::SendStream,
+    kind: Option<u8>,
+    queue: usize,
+    room: Option<Arc<Notify>>,
+) -> FrameSender<T> {
     let (tx, rx) = mpsc::channel(queue.max(1));
     let stats = Arc::new(WriterStats::default());
     let task_stats = stats.clone();
     tokio::spawn(async move {
-        if let Err(e) = run_writer(send, kind, rx, &task_stats).await {
+        if let Err(e) = run_writer(send, kind, rx, &task_stats, room.as_deref()).await {
             tracing::debug!(error = %e, "stream writer stopped");
         }
     });
@@ -280,6 +292,7 @@ async fn run_writer<T: Serialize>(
     kind: Option<u8>,
     mut rx: mpsc::Receiver<WriterItem<T>>,
     stats: &WriterStats,
+    room: Option<&Notify>,
 ) -> Result<(), StreamError> {
     if let Some(kind) = kind {
         send.write_all(&[kind]).await?;
@@ -294,6 +307,10 @@ async fn run_writer<T: Serialize>(
     while finish.is_none() {
         if rx.recv_many(&mut items, BATCH_FRAMES_MAX).await == 0 {
             break;
+        }
+        if let Some(room) = room {
+            // `notify_one` keeps a permit if nobody waits yet, so the wake-up is not lost.
+            room.notify_one();
         }
         buf.clear();
         let mut count = 0u64;

@@ -7,18 +7,25 @@
 use protocol::frames::STREAM_KIND_LANE;
 use serde::Serialize;
 
-use crate::framed::{FrameSender, spawn_writer};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::framed::{FrameSender, spawn_writer_notifying};
 
 /// The sending side of a connection's lanes.
 #[derive(Debug)]
 pub struct LaneSenders<T> {
     lanes: Vec<FrameSender<T>>,
+    /// Signalled whenever any lane's writer takes frames off its queue.
+    room: Arc<Notify>,
 }
 
 impl<T> Clone for LaneSenders<T> {
     fn clone(&self) -> Self {
         Self {
             lanes: self.lanes.clone(),
+            room: self.room.clone(),
         }
     }
 }
@@ -33,14 +40,45 @@ impl<T: Serialize + Send + 'static> LaneSenders<T> {
         queue_per_lane: usize,
         priority: i32,
     ) -> Result<Self, quinn::ConnectionError> {
+        Self::open_notifying(
+            conn,
+            count,
+            queue_per_lane,
+            priority,
+            Arc::new(Notify::new()),
+        )
+        .await
+    }
+
+    /// Like [`LaneSenders::open`], with every lane signalling `room` when it takes frames
+    /// off its queue (see [`LaneSenders::room`]).
+    pub async fn open_notifying(
+        conn: &quinn::Connection,
+        count: u8,
+        queue_per_lane: usize,
+        priority: i32,
+        room: Arc<Notify>,
+    ) -> Result<Self, quinn::ConnectionError> {
         let mut lanes = Vec::with_capacity(usize::from(count.max(1)));
         for _ in 0..count.max(1) {
             let send = conn.open_uni().await?;
             // Fails only if the stream is already closed; the writer will then report it.
             let _ = send.set_priority(priority);
-            lanes.push(spawn_writer(send, Some(STREAM_KIND_LANE), queue_per_lane));
+            lanes.push(spawn_writer_notifying(
+                send,
+                Some(STREAM_KIND_LANE),
+                queue_per_lane,
+                Some(room.clone()),
+            ));
         }
-        Ok(Self { lanes })
+        Ok(Self { lanes, room })
+    }
+
+    /// Signalled whenever any lane takes frames off its queue: a sender that keeps frames
+    /// for full lanes back (instead of waiting on one lane and stalling the others) waits
+    /// on this to try again.
+    pub fn room(&self) -> &Arc<Notify> {
+        &self.room
     }
 }
 

@@ -21,7 +21,10 @@ pub mod pki;
 pub mod profile;
 pub mod tls;
 
-pub use framed::{FrameSender, FramedRecv, StreamError, TrySendError, spawn_writer, write_frame};
+pub use framed::{
+    FrameSender, FramedRecv, StreamError, TrySendError, spawn_writer, spawn_writer_notifying,
+    write_frame,
+};
 pub use lanes::LaneSenders;
 pub use pki::DevPki;
 pub use profile::TransportProfile;

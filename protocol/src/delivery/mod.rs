@@ -188,8 +188,15 @@ impl Delivery {
         }
         self.counter_last += 1;
         let deadline = self.config.send_timeout.and_then(|t| now.checked_add(t));
-        self.outbox
-            .push(self.counter_last, outbox::Entry { to, text, deadline });
+        self.outbox.push(
+            self.counter_last,
+            outbox::Entry {
+                to,
+                text,
+                deadline,
+                transmitted: false,
+            },
+        );
         Ok(self.key(self.counter_last))
     }
 
@@ -272,10 +279,22 @@ impl Delivery {
     /// The next frame to write, if connected: pending acknowledgements first (they let
     /// the core free storage), then outbox messages in counter order.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.poll_transmit_where(|_| true)
+    }
+
+    /// Like [`Delivery::poll_transmit`], but only returns frames for streams that
+    /// `can_send` says have room (`None` is the control stream, `Some(lane)` a lane). A
+    /// frame for a full lane stays queued, and frames for other lanes may go ahead of it —
+    /// never a later frame of the same lane. A driver with bounded stream queues uses
+    /// this so one full lane does not stall every conversation.
+    pub fn poll_transmit_where(
+        &mut self,
+        mut can_send: impl FnMut(Option<u8>) -> bool,
+    ) -> Option<Transmit> {
         if !self.connected {
             return None;
         }
-        if self.acks.has_pending() {
+        if self.acks.has_pending() && can_send(None) {
             let ranges = self.acks.take_ranges();
             return Some(Transmit {
                 frame: ClientFrame::Ack(Ack { ranges }),
@@ -284,7 +303,10 @@ impl Delivery {
         }
         let me = self.user.as_ref()?;
         let lanes = self.limits.map_or(1, |l| l.lanes);
-        let (counter, entry) = self.outbox.next_to_transmit()?;
+        let (counter, entry) = self.outbox.next_to_transmit(
+            |entry| ConversationId::direct(me, &entry.to).lane(lanes),
+            |lane| can_send(Some(lane)),
+        )?;
         let lane = ConversationId::direct(me, &entry.to).lane(lanes);
         let frame = ClientFrame::Send(SendMessage {
             to: entry.to.clone(),
@@ -298,6 +320,12 @@ impl Delivery {
             frame,
             lane: Some(lane),
         })
+    }
+
+    /// Whether frames wait to be transmitted: pending acknowledgements, or messages the
+    /// current connection has not sent yet (for example because their lane was full).
+    pub fn wants_transmit(&self) -> bool {
+        self.connected && (self.acks.has_pending() || self.outbox.has_untransmitted())
     }
 
     /// The next event for the game. With `auto_ack`, taking a message acknowledges it.

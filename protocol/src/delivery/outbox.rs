@@ -1,5 +1,9 @@
-//! [`Outbox`]: messages sent but not yet answered by the core, in counter order, with a
-//! cursor saying which of them the current connection has transmitted.
+//! [`Outbox`]: messages sent but not yet answered by the core, in counter order, each
+//! marked with whether the current connection has transmitted it.
+//!
+//! Entries are transmitted oldest first *per lane*: when one lane's stream is full, later
+//! entries for other lanes may go ahead, but never a later entry of the same lane. That is
+//! what keeps one busy conversation from stalling the others inside the client itself.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,6 +19,8 @@ pub(crate) struct Entry {
     pub(crate) text: String,
     /// When the library gives up waiting, if a send timeout is configured.
     pub(crate) deadline: Option<Instant>,
+    /// Whether the current connection has transmitted it.
+    pub(crate) transmitted: bool,
 }
 
 /// The outbox, keyed by counter (the epoch is the machine's own, so the counter alone
@@ -22,9 +28,10 @@ pub(crate) struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     entries: BTreeMap<u64, Entry>,
-    /// Entries with a counter below this were transmitted on the current connection.
-    /// Reset to 0 on every connect, so a new connection re-sends every entry, oldest
-    /// first, and — since newer messages get higher counters — before anything newer.
+    /// Every entry below this counter was transmitted on the current connection (entries
+    /// above it may be too). Reset on every connect, with every `transmitted` flag, so a
+    /// new connection re-sends every entry, oldest first, and — since newer messages get
+    /// higher counters — before anything newer.
     transmit_from: u64,
 }
 
@@ -50,13 +57,56 @@ impl Outbox {
     /// Marks every entry as not yet transmitted on the (new) connection.
     pub(crate) fn rewind(&mut self) {
         self.transmit_from = 0;
+        for entry in self.entries.values_mut() {
+            entry.transmitted = false;
+        }
     }
 
-    /// The next entry to transmit on this connection, oldest first; advances the cursor.
-    pub(crate) fn next_to_transmit(&mut self) -> Option<(u64, &Entry)> {
-        let (&counter, entry) = self.entries.range(self.transmit_from..).next()?;
-        self.transmit_from = counter.saturating_add(1);
-        Some((counter, entry))
+    /// The oldest entry not yet transmitted whose lane can take it, marked transmitted.
+    /// `lane_of` names an entry's lane (below 64); `can_send` says whether a lane has
+    /// room. Once a lane is found full, every later entry of that lane is skipped too, so
+    /// each lane stays in counter order.
+    pub(crate) fn next_to_transmit(
+        &mut self,
+        mut lane_of: impl FnMut(&Entry) -> u8,
+        mut can_send: impl FnMut(u8) -> bool,
+    ) -> Option<(u64, &Entry)> {
+        // Move the cursor over the transmitted prefix, so the scan starts at real work.
+        while let Some((&counter, entry)) = self.entries.range(self.transmit_from..).next() {
+            if !entry.transmitted {
+                break;
+            }
+            self.transmit_from = counter.saturating_add(1);
+        }
+        let mut blocked: u64 = 0;
+        let mut chosen = None;
+        for (&counter, entry) in self.entries.range(self.transmit_from..) {
+            if entry.transmitted {
+                continue;
+            }
+            let lane = lane_of(entry);
+            let bit = 1u64 << (lane % 64);
+            if blocked & bit != 0 {
+                continue;
+            }
+            if !can_send(lane) {
+                blocked |= bit;
+                continue;
+            }
+            chosen = Some(counter);
+            break;
+        }
+        let counter = chosen?;
+        let entry = self.entries.get_mut(&counter)?;
+        entry.transmitted = true;
+        Some((counter, &*entry))
+    }
+
+    /// Whether some entry waits to be transmitted on this connection.
+    pub(crate) fn has_untransmitted(&self) -> bool {
+        self.entries
+            .range(self.transmit_from..)
+            .any(|(_, e)| !e.transmitted)
     }
 
     /// The earliest deadline. Entries are added in counter order with `now` never going

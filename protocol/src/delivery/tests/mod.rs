@@ -438,3 +438,76 @@ fn a_welcome_sets_user_limits_and_lanes() {
         "each entry once per connection"
     );
 }
+
+#[test]
+fn a_full_lane_holds_back_only_its_own_conversations() {
+    // Lanes exist so one busy conversation cannot stall the others. The driver's lane
+    // queues are bounded; when one is full, messages of other lanes must still go out,
+    // and the held-back lane must resume in its own order once it has room.
+    let mut d = super::Delivery::new(1, DeliveryConfig::default());
+    let now = std::time::Instant::now();
+    let me = UserId::new("carol").unwrap();
+    let lanes = 8;
+    // Two recipients on different lanes.
+    let busy = UserId::new("busy").unwrap();
+    let busy_lane = ConversationId::direct(&me, &busy).lane(lanes);
+    let other = (0..100)
+        .map(|i| UserId::new(format!("friend-{i}")).unwrap())
+        .find(|u| ConversationId::direct(&me, u).lane(lanes) != busy_lane)
+        .unwrap();
+    let welcome = Welcome {
+        user: me.clone(),
+        name: "Carol".into(),
+        session: SessionId(1),
+        limits: Limits {
+            text_bytes_max: 4096,
+            send_per_second: 1,
+            send_burst: 1,
+            lanes,
+        },
+        capabilities: 0,
+    };
+    d.handle_connected(now, &welcome);
+    for i in 0..3 {
+        d.send(now, busy.clone(), format!("busy {i}")).unwrap();
+    }
+    d.send(now, other.clone(), "other".into()).unwrap();
+    d.send(now, busy.clone(), "busy 3".into()).unwrap();
+
+    let text = |t: &super::Transmit| match &t.frame {
+        crate::frames::client::ClientFrame::Send(s) => s.text.clone(),
+        f => panic!("not a send: {f:?}"),
+    };
+    // The busy lane is full: only the other conversation's message goes.
+    let full = |lane: Option<u8>| lane != Some(busy_lane);
+    let t = d.poll_transmit_where(full).unwrap();
+    assert_eq!(text(&t), "other");
+    assert!(d.poll_transmit_where(full).is_none());
+    assert!(d.wants_transmit(), "the busy lane's messages still wait");
+    // Room again: the busy lane resumes, in order, nothing lost or repeated.
+    let sent: Vec<String> = std::iter::from_fn(|| d.poll_transmit_where(|_| true))
+        .map(|t| text(&t))
+        .collect();
+    assert_eq!(sent, vec!["busy 0", "busy 1", "busy 2", "busy 3"]);
+    assert!(!d.wants_transmit());
+
+    // A lane with room for one message at a time still keeps its order.
+    let mut d2 = super::Delivery::new(2, DeliveryConfig::default());
+    d2.handle_connected(now, &welcome);
+    for i in 0..3 {
+        d2.send(now, busy.clone(), format!("b{i}")).unwrap();
+    }
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let mut room = 1;
+        let t = d2
+            .poll_transmit_where(|_| {
+                let ok = room > 0;
+                room -= 1;
+                ok
+            })
+            .unwrap();
+        order.push(text(&t));
+    }
+    assert_eq!(order, vec!["b0", "b1", "b2"]);
+}
