@@ -48,6 +48,10 @@ pub struct DevArgs {
     /// Messages a user may send in a burst above the sustained rate (`send_burst`).
     #[arg(long, default_value_t = 100)]
     pub send_burst: u32,
+    /// Milliseconds the core lets accepted messages wait for acknowledgements before
+    /// writing them (the core's `commit_delay_ms`; 0 writes at once).
+    #[arg(long, default_value_t = server::router::COMMIT_DELAY_MS_DEFAULT)]
+    pub commit_delay_ms: u64,
 }
 
 /// `quichat token`.

@@ -62,6 +62,12 @@ pub struct CoreConfig {
     pub replay_window: usize,
     /// How often expired messages and stale devices are removed, in seconds.
     pub expire_interval_secs: u64,
+    /// How long, in milliseconds, accepted messages wait for their recipients'
+    /// acknowledgements before being written: a message every device acknowledges in that
+    /// time is never written at all (most of them, when recipients are online). An
+    /// offline recipient's sender hears `Accepted` this much later. 0 writes as soon as
+    /// the disk is free.
+    pub commit_delay_ms: u64,
     /// Most messages waiting for the disk at once; beyond it submits are refused with
     /// `Unavailable`.
     pub pending_max: usize,
@@ -95,6 +101,7 @@ impl Default for CoreConfig {
             replay_page: router.replay_page,
             replay_window: router.replay_window,
             expire_interval_secs: router.expire_interval.as_secs(),
+            commit_delay_ms: u64::try_from(router.commit_delay.as_millis()).unwrap_or(u64::MAX),
             pending_max: router.pending_max,
             pending_bytes_max: router.pending_bytes_max,
             edges_max: 256,
@@ -174,6 +181,11 @@ impl CoreConfig {
                 "ttl_secs, inbox_max, replay_page, replay_window must be > 0".into(),
             ));
         }
+        if self.commit_delay_ms > 1000 {
+            return Err(CoreError::Config(
+                "commit_delay_ms must be at most 1000 (senders wait for it)".into(),
+            ));
+        }
         if self.id_block < 2 || self.expire_interval_secs == 0 || self.pending_max == 0 {
             return Err(CoreError::Config(
                 "id_block must be >= 2; expire_interval_secs, pending_max > 0".into(),
@@ -200,6 +212,7 @@ impl CoreConfig {
             expire_interval: Duration::from_secs(self.expire_interval_secs),
             pending_max: self.pending_max,
             pending_bytes_max: self.pending_bytes_max,
+            commit_delay: Duration::from_millis(self.commit_delay_ms),
             ..RouterConfig::default()
         })
     }

@@ -31,7 +31,18 @@ fn user(name: &str) -> UserId {
     UserId::new(name).unwrap()
 }
 
+/// Commits as soon as the writer is free: most tests look at the pipeline itself. The
+/// commit delay has its own tests (`delayed_config`).
 fn config() -> RouterConfig {
+    RouterConfig {
+        lanes: 4,
+        commit_delay: Duration::ZERO,
+        ..RouterConfig::default()
+    }
+}
+
+/// The default commit delay (10 ms).
+fn delayed_config() -> RouterConfig {
     RouterConfig {
         lanes: 4,
         ..RouterConfig::default()
@@ -909,4 +920,81 @@ fn when_the_disk_falls_behind_submits_beyond_the_pending_limits_are_refused() {
         accepted(&h.take_log(ALICE_EDGE)).first().map(|a| a.0),
         Some(fits)
     );
+}
+
+#[test]
+fn with_a_commit_delay_a_message_acknowledged_in_time_is_accepted_and_never_written() {
+    let mut h = alice_and_bob(delayed_config());
+    let before = h.committed.len();
+    let key = h.submit("alice", "bob", "hi");
+    let got = h.delivered(BOB_EDGE, BOB);
+    assert_eq!(texts(&got), vec!["hi"], "pushed at once, before any commit");
+    assert_eq!(h.committed.len(), before, "held back for the delay");
+    assert_eq!(
+        h.router.batch_deadline(),
+        Some(h.now.instant + Duration::from_millis(10)),
+        "the driver is told when to come back"
+    );
+    h.advance(Duration::from_millis(3));
+    h.ack(BOB_EDGE, BOB, &[got[0].id]);
+    assert_eq!(
+        accepted(&h.take_log(ALICE_EDGE)),
+        vec![(key, got[0].id)],
+        "Accepted on the acknowledgement"
+    );
+    h.advance(Duration::from_millis(50));
+    assert!(
+        h.committed[before..]
+            .iter()
+            .all(|b| b.appends.is_empty() && b.acks.is_empty()),
+        "neither the message nor its ack was written"
+    );
+    assert_eq!(h.router.stats().skipped_disk, 1);
+    assert_eq!(h.router.batch_deadline(), None, "nothing waits");
+}
+
+#[test]
+fn with_a_commit_delay_an_unacknowledged_message_is_written_once_the_delay_ran_out() {
+    let mut h = alice_and_bob(delayed_config());
+    let before = h.committed.len();
+    let key = h.submit("alice", "bob", "for later");
+    let id = h.delivered(BOB_EDGE, BOB)[0].id;
+    h.advance(Duration::from_millis(9));
+    assert_eq!(h.committed.len(), before, "not before the delay");
+    assert!(accepted(&h.take_log(ALICE_EDGE)).is_empty(), "not safe yet");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(
+        h.committed.len(),
+        before + 1,
+        "written once the delay ran out"
+    );
+    assert_eq!(h.stored("bob", 1), vec![id.0]);
+    assert_eq!(accepted(&h.take_log(ALICE_EDGE)), vec![(key, id)]);
+}
+
+#[test]
+fn a_full_batch_does_not_wait_out_the_commit_delay() {
+    let mut h = alice_and_bob(RouterConfig {
+        commit_batch_max: 3,
+        ..delayed_config()
+    });
+    let before = h.committed.len();
+    h.submit("alice", "bob", "1");
+    h.submit("alice", "bob", "2");
+    assert_eq!(h.committed.len(), before);
+    h.submit("alice", "bob", "3");
+    assert_eq!(h.committed.len(), before + 1, "three messages go at once");
+    assert_eq!(h.committed[before].appends.len(), 3);
+}
+
+#[test]
+fn a_clean_shutdown_flush_ignores_the_commit_delay() {
+    let mut h = alice_and_bob(delayed_config());
+    h.submit("alice", "bob", "last words");
+    assert!(h.router.poll_batch(h.now).is_none(), "still waiting");
+    let batch = h
+        .router
+        .poll_batch_flush(h.now)
+        .expect("a flush hands the batch over at once");
+    assert_eq!(batch.appends.len(), 1);
 }

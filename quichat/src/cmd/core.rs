@@ -69,6 +69,9 @@ pub struct CoreArgs {
     /// Seconds between expiry sweeps.
     #[arg(long)]
     pub expire_interval_secs: Option<u64>,
+    /// Milliseconds accepted messages wait for acknowledgements before being written.
+    #[arg(long)]
+    pub commit_delay_ms: Option<u64>,
     /// Most messages waiting for the disk at once.
     #[arg(long)]
     pub pending_max: Option<usize>,
@@ -102,6 +105,7 @@ impl CoreArgs {
         o.set("replay_page", self.replay_page.as_ref())?;
         o.set("replay_window", self.replay_window.as_ref())?;
         o.set("expire_interval_secs", self.expire_interval_secs.as_ref())?;
+        o.set("commit_delay_ms", self.commit_delay_ms.as_ref())?;
         o.set("pending_max", self.pending_max.as_ref())?;
         o.set("edges_max", self.edges_max.as_ref())?;
         o.set("hello_timeout_ms", self.hello_timeout_ms.as_ref())?;

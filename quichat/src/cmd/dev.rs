@@ -26,6 +26,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         cert: Some(pki.core_cert.clone()),
         key: Some(pki.core_key.clone()),
         edge_ca: Some(pki.ca_cert.clone()),
+        commit_delay_ms: args.commit_delay_ms,
         ..server::CoreConfig::default()
     };
     let core = server::Core::start(core_config)

@@ -50,6 +50,14 @@ pub(crate) fn now() -> Now {
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The router task's state.
 pub(crate) struct Driver {
     pub(crate) router: Router,
@@ -82,6 +90,8 @@ impl Driver {
                     None => break,
                 },
                 _ = tick.tick() => self.router.handle_tick(now()),
+                // The accumulating batch's commit delay ran out: `step` hands it over.
+                _ = sleep_until(self.router.batch_deadline()) => {}
             }
             if !self.step() {
                 break;
@@ -200,8 +210,12 @@ impl Driver {
             if self.router.is_flushed() {
                 return;
             }
-            if !self.router.is_committing() && !self.start_commit(now) {
-                return;
+            if !self.router.is_committing() {
+                if let Some(batch) = self.router.poll_batch_flush(now) {
+                    if self.writer.batches.send(batch).is_err() {
+                        return;
+                    }
+                }
             }
             if self.router.is_committing() {
                 match self.writer.done.recv().await {

@@ -8,6 +8,14 @@
 //! then travel inside the record, and a message acknowledged by every device is simply
 //! removed.
 //!
+//! **Commit delay.** A batch is handed over only once its oldest entry has waited
+//! `commit_delay` (or it holds `commit_batch_max` messages, or an id reservation, which
+//! gates new ids). Online recipients acknowledge within a round trip, and a message every
+//! device acknowledged while it waits here is dropped from the batch: it never costs an
+//! insert, a delete or a share of an fsync. The sender is not kept waiting by this for an
+//! online recipient (`Accepted` comes with the acknowledgement); for an offline one
+//! `Accepted` comes `commit_delay` later. Zero turns it off.
+//!
 //! A failed commit is merged back into the accumulating batch (it comes first, so the
 //! order of appends and acks is kept) and retried after a back-off.
 
@@ -44,6 +52,9 @@ pub(crate) struct Pipeline {
     failures: u32,
     /// No hand-over before this (after a failure).
     retry_at: Option<Instant>,
+    /// When the accumulating batch got its first entry (seen at the first
+    /// [`Router::next_batch`] after it).
+    oldest: Option<Instant>,
 }
 
 impl Pipeline {
@@ -101,16 +112,45 @@ impl Pipeline {
 }
 
 impl Router {
-    /// Hands the accumulating batch to the writer, if it may.
-    pub(super) fn next_batch(&mut self, now: Now) -> Option<WriteBatch> {
-        let p = &mut self.pipeline;
+    /// When the accumulating batch becomes due, if it waits only for the commit delay.
+    pub(super) fn batch_due_at(&self) -> Option<Instant> {
+        let p = &self.pipeline;
         if p.committing.is_some() || p.accumulating_is_empty() {
+            return None;
+        }
+        let delay_due = p.oldest.map(|oldest| oldest + self.config.commit_delay);
+        match (delay_due, p.retry_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hands the accumulating batch to the writer, if it may.
+    ///
+    /// `flush` ignores the commit delay (a clean shutdown).
+    pub(super) fn next_batch(&mut self, now: Now, flush: bool) -> Option<WriteBatch> {
+        let p = &mut self.pipeline;
+        if p.accumulating_is_empty() {
+            // Everything in it was acknowledged away: the delay restarts with the next.
+            p.oldest = None;
+            return None;
+        }
+        let oldest = *p.oldest.get_or_insert(now.instant);
+        if p.committing.is_some() {
             return None;
         }
         if p.retry_at.is_some_and(|at| now.instant < at) {
             return None;
         }
+        let due = flush
+            || p.reserve.is_some()
+            || p.ids.len() >= self.config.commit_batch_max
+            || now.instant.saturating_duration_since(oldest) >= self.config.commit_delay;
+        if !due {
+            return None;
+        }
         p.retry_at = None;
+        p.oldest = None;
         let mut batch = WriteBatch {
             reserve_ids_through: p.reserve.take(),
             devices_seen: p

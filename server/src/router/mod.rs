@@ -71,6 +71,9 @@ use protocol::{CoreFrame, EdgeFrame, ErrorCode, ShardId, ShardMap};
 use crate::stats::{CoreStats, Counters};
 use crate::store::{CommitOutcome, LogStore, StoreError, WriteBatch};
 use commit::Pipeline;
+
+/// The default [`RouterConfig::commit_delay`], in milliseconds.
+pub const COMMIT_DELAY_MS_DEFAULT: u64 = 10;
 use ids::IdAllocator;
 use messages::PendingMessage;
 use sessions::{Edge, Session, SessionKey, UserEntry};
@@ -172,6 +175,12 @@ pub struct RouterConfig {
     pub user_idle: Duration,
     /// Wait after a failed commit before retrying; doubles per failure, capped at 32x.
     pub commit_retry: Duration,
+    /// How long the accumulating batch waits for acknowledgements before it is handed to
+    /// the writer (see the `commit` module): messages every device acknowledges in that
+    /// time never touch the disk. Zero commits as soon as the writer is free.
+    pub commit_delay: Duration,
+    /// A batch with this many messages is handed over without waiting out the delay.
+    pub commit_batch_max: usize,
 }
 
 impl Default for RouterConfig {
@@ -192,6 +201,8 @@ impl Default for RouterConfig {
             pending_bytes_max: 256 * 1024 * 1024,
             user_idle: Duration::from_secs(60),
             commit_retry: Duration::from_millis(100),
+            commit_delay: Duration::from_millis(COMMIT_DELAY_MS_DEFAULT),
+            commit_batch_max: 4096,
         }
     }
 }
@@ -387,7 +398,19 @@ impl Router {
     /// The next batch for the writer, if none is committing and one has accumulated (and
     /// no failed commit is waiting to be retried).
     pub fn poll_batch(&mut self, now: Now) -> Option<WriteBatch> {
-        self.next_batch(now)
+        self.next_batch(now, false)
+    }
+
+    /// Like [`Router::poll_batch`], without waiting out the commit delay: for a clean
+    /// shutdown, which must not leave anything uncommitted.
+    pub fn poll_batch_flush(&mut self, now: Now) -> Option<WriteBatch> {
+        self.next_batch(now, true)
+    }
+
+    /// When the router next wants [`Router::poll_batch`] called even if nothing else
+    /// happens: the accumulating batch's commit delay (or retry back-off) runs out.
+    pub fn batch_deadline(&self) -> Option<Instant> {
+        self.batch_due_at()
     }
 
     /// Queues a frame for an edge, if the edge is still connected.
