@@ -128,15 +128,20 @@ impl Link {
                 ));
             }
         };
-        let lanes = LaneSenders::open(conn, welcome.limits.lanes, LANE_QUEUE, LANE_PRIORITY)
-            .await
-            .map_err(ConnectError::from_connection)?;
-        let control = transport::spawn_writer_notifying(
-            send,
-            None,
-            CONTROL_QUEUE,
-            Some(lanes.room().clone()),
-        );
+        // One writer task for the control stream and every lane; the room notification
+        // wakes the driver when any of their queues has space again.
+        let mut group = transport::WriterGroup::new(Some(Arc::default()));
+        let control = group.add(send, None, CONTROL_QUEUE);
+        let lanes = LaneSenders::open_in(
+            &mut group,
+            conn,
+            welcome.limits.lanes,
+            LANE_QUEUE,
+            LANE_PRIORITY,
+        )
+        .await
+        .map_err(ConnectError::from_connection)?;
+        group.spawn();
 
         let (control_tx, control_rx) = mpsc::channel(CONTROL_INBOUND_QUEUE);
         tokio::spawn(read_stream(conn.clone(), control_recv, control_tx));

@@ -20,7 +20,7 @@ use protocol::frames::client::{ClientFrame, Rejected, SendMessage, ServerFrame};
 use protocol::frames::link::{Attach, Submit};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
-use transport::{FramedRecv, LaneSenders, StreamError, spawn_writer};
+use transport::{FramedRecv, LaneSenders, StreamError, WriterGroup};
 
 use crate::error::SessionEnd;
 use crate::handshake::{self, Welcomed};
@@ -53,7 +53,13 @@ pub(crate) async fn serve(
         control_recv,
     } = welcomed;
 
-    let lanes = match LaneSenders::open(
+    // Fails only if the stream is already gone; the writer then reports it.
+    let _ = control_send.set_priority(CONTROL_PRIORITY);
+    // One writer task for the control stream and every lane of this client.
+    let mut group = WriterGroup::new(None);
+    let control = group.add(control_send, None, CLIENT_CONTROL_QUEUE_FRAMES);
+    let lanes = match LaneSenders::open_in(
+        &mut group,
         &conn,
         shared.settings.lanes,
         shared.settings.client_queue_frames,
@@ -67,9 +73,7 @@ pub(crate) async fn serve(
             return;
         }
     };
-    // Fails only if the stream is already gone; the writer then reports it.
-    let _ = control_send.set_priority(CONTROL_PRIORITY);
-    let control = spawn_writer(control_send, None, CLIENT_CONTROL_QUEUE_FRAMES);
+    group.spawn();
     let session = Arc::new(Session {
         id,
         home_link: shared.link_index(&identity.user),

@@ -32,7 +32,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use transport::framed::WriterStats;
-use transport::{FrameSender, FramedRecv, LaneSenders, spawn_writer, write_frame};
+use transport::{FrameSender, FramedRecv, LaneSenders, WriterGroup, write_frame};
 
 use crate::config::CoreConfig;
 use crate::error::SessionEnd;
@@ -418,8 +418,27 @@ async fn serve(
         sessions = attached.len(),
         "core link up"
     );
-    let control: FrameSender<EdgeFrame> =
-        spawn_writer(control_send, None, CORE_CONTROL_QUEUE_FRAMES);
+    // One writer task for the control stream and every lane: frames for the core queued
+    // together (submits on lanes, acks on control) share datagrams.
+    let mut group =
+        WriterGroup::new(None).with_linger(std::time::Duration::from_micros(params.core.linger_us));
+    let control: FrameSender<EdgeFrame> = group.add(control_send, None, CORE_CONTROL_QUEUE_FRAMES);
+    let lanes = match LaneSenders::open_in(
+        &mut group,
+        &conn,
+        params.lanes,
+        CORE_LANE_QUEUE_FRAMES,
+        LANE_PRIORITY,
+    )
+    .await
+    {
+        Ok(lanes) => lanes,
+        Err(e) => {
+            tracing::warn!(error = %e, "core link lost while opening lanes");
+            return Ended::Lost;
+        }
+    };
+    group.spawn();
     // Re-attach every live session first: the core then replays what it stores for them.
     for attach in attached.values() {
         if control
@@ -430,14 +449,6 @@ async fn serve(
             return Ended::Lost;
         }
     }
-    let lanes =
-        match LaneSenders::open(&conn, params.lanes, CORE_LANE_QUEUE_FRAMES, LANE_PRIORITY).await {
-            Ok(lanes) => lanes,
-            Err(e) => {
-                tracing::warn!(error = %e, "core link lost while opening lanes");
-                return Ended::Lost;
-            }
-        };
     let control_stats = control.stats().clone();
     link.set_up(Upstream {
         generation,

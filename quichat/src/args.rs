@@ -52,6 +52,10 @@ pub struct DevArgs {
     /// writing them (the core's `commit_delay_ms`; 0 writes at once).
     #[arg(long, default_value_t = server::router::COMMIT_DELAY_MS_DEFAULT)]
     pub commit_delay_ms: u64,
+    /// Microseconds the edge↔core link may hold frames back to share datagrams under load,
+    /// both ways (the core's `edge_linger_us`, the edge's `core.linger_us`; 0: never).
+    #[arg(long, default_value_t = transport::group::LINK_LINGER_US_DEFAULT)]
+    pub link_linger_us: u64,
 }
 
 /// `quichat token`.

@@ -3,14 +3,15 @@
 //! Reading: [`FramedRecv`] turns a receive stream into frames with
 //! [`protocol::codec::FrameDecoder`] (length checked before allocating).
 //!
-//! Writing: [`spawn_writer`] gives each send stream one task fed by a bounded queue. The
-//! task waits for a frame, then takes every frame already queued (up to
-//! [`BATCH_BYTES_MAX`]) and writes them with one `write_all`. That is adaptive batching
-//! with no timer: at low load a frame goes out alone and at once; under load, while one
-//! write is in flight, the next batch accumulates, so QUIC packs many frames per packet.
+//! Writing: each send stream has a bounded queue ([`FrameSender`]) drained by a writer
+//! task, which takes every frame already queued and hands them to quinn together. That is
+//! adaptive batching with no timer: at low load a frame goes out alone and at once; under
+//! load, while quinn is busy, the next batch accumulates, so QUIC packs many frames per
+//! packet. The streams of one connection share one task ([`WriterGroup`], see
+//! [`crate::group`]); [`spawn_writer`] is a group of one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use bytes::BytesMut;
 use protocol::ErrorCode;
@@ -21,12 +22,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::group::WriterGroup;
+
 pub use tokio::sync::mpsc::error::TrySendError;
 
-/// The most bytes one batched write gathers before it is sent.
-pub const BATCH_BYTES_MAX: usize = 64 * 1024;
-/// The most frames taken from the queue per batched write.
-const BATCH_FRAMES_MAX: usize = 512;
 /// Bytes asked of quinn per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -168,7 +167,7 @@ pub struct WriterStats {
 
 /// What travels from a [`FrameSender`] to its writer task.
 #[derive(Debug)]
-enum WriterItem<T> {
+pub(crate) enum WriterItem<T> {
     /// A frame to write.
     Frame(T),
     /// Write everything queued before this, finish the stream, wait until the peer has
@@ -177,7 +176,7 @@ enum WriterItem<T> {
 }
 
 /// How long a finishing writer waits for the peer to read the end of the stream.
-const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The sending side of a writer task: a bounded queue of frames. Cheap to clone.
 #[derive(Debug)]
@@ -196,6 +195,10 @@ impl<T> Clone for FrameSender<T> {
 }
 
 impl<T> FrameSender<T> {
+    pub(crate) fn new(tx: mpsc::Sender<WriterItem<T>>, stats: Arc<WriterStats>) -> Self {
+        Self { tx, stats }
+    }
+
     /// Queues a frame, waiting while the queue is full.
     pub async fn send(&self, frame: T) -> Result<(), StreamError> {
         self.tx
@@ -255,10 +258,11 @@ impl<T> FrameSender<T> {
     }
 }
 
-/// Spawns a writer task for `send` with a queue of `queue` frames (at least 1). If `kind`
-/// is given it is written first, at once, so the peer learns of the stream immediately.
-/// The task finishes the stream when every [`FrameSender`] is dropped, and stops (closing
-/// the queue) if a write fails.
+/// Spawns a writer task for `send` alone with a queue of `queue` frames (at least 1). If
+/// `kind` is given it is written first, at once, so the peer learns of the stream
+/// immediately. The task finishes the stream when every [`FrameSender`] is dropped, and
+/// stops (closing the queue) if a write fails. Streams of one connection that carry
+/// traffic together should share a [`WriterGroup`] instead.
 pub fn spawn_writer<T: Serialize + Send + 'static>(
     send: quinn::SendStream,
     kind: Option<u8>,
@@ -276,76 +280,8 @@ pub fn spawn_writer_notifying<T: Serialize + Send + 'static>(
     queue: usize,
     room: Option<Arc<Notify>>,
 ) -> FrameSender<T> {
-    let (tx, rx) = mpsc::channel(queue.max(1));
-    let stats = Arc::new(WriterStats::default());
-    let task_stats = stats.clone();
-    tokio::spawn(async move {
-        if let Err(e) = run_writer(send, kind, rx, &task_stats, room.as_deref()).await {
-            tracing::debug!(error = %e, "stream writer stopped");
-        }
-    });
-    FrameSender { tx, stats }
-}
-
-async fn run_writer<T: Serialize>(
-    mut send: quinn::SendStream,
-    kind: Option<u8>,
-    mut rx: mpsc::Receiver<WriterItem<T>>,
-    stats: &WriterStats,
-    room: Option<&Notify>,
-) -> Result<(), StreamError> {
-    if let Some(kind) = kind {
-        send.write_all(&[kind]).await?;
-    }
-    // Allocated on first use, not up front: a connection has a writer per lane and most
-    // lanes of an idle connection never carry a frame. Reserving 64 KiB per writer cost
-    // about 72 KiB of resident memory per idle client connection at the edge (measured
-    // with heaptrack by `quichat-conns`; see docs/bench/conns.md).
-    let mut items = Vec::new();
-    let mut buf = BytesMut::new();
-    let mut finish = None;
-    while finish.is_none() {
-        if rx.recv_many(&mut items, BATCH_FRAMES_MAX).await == 0 {
-            break;
-        }
-        if let Some(room) = room {
-            // `notify_one` keeps a permit if nobody waits yet, so the wake-up is not lost.
-            room.notify_one();
-        }
-        buf.clear();
-        let mut count = 0u64;
-        for item in items.drain(..) {
-            match item {
-                WriterItem::Frame(frame) if finish.is_none() => {
-                    match codec::encode(&frame, &mut buf) {
-                        Ok(()) => count += 1,
-                        // Frames are checked where they enter, so this is a bug; drop the
-                        // one frame rather than the stream.
-                        Err(e) => {
-                            tracing::error!(error = %e, "dropping a frame that cannot be encoded")
-                        }
-                    }
-                }
-                // Frames after a finish are dropped, as documented.
-                WriterItem::Frame(_) => {}
-                WriterItem::Finish(done) => finish = finish.or(Some(done)),
-            }
-        }
-        if !buf.is_empty() {
-            send.write_all(&buf).await?;
-            stats.frames.fetch_add(count, Ordering::Relaxed);
-            stats.writes.fetch_add(1, Ordering::Relaxed);
-            stats.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        }
-    }
-    // Finished on request, or all senders are gone: end the stream cleanly (it may
-    // already be reset by the peer).
-    let _ = send.finish();
-    if let Some(done) = finish {
-        // `stopped` resolves once the peer has read the stream to its end (or stopped
-        // it, or the connection is gone): only then is it safe to close the connection.
-        let _ = tokio::time::timeout(FINISH_WAIT, send.stopped()).await;
-        let _ = done.send(());
-    }
-    Ok(())
+    let mut group = WriterGroup::new(room);
+    let sender = group.add(send, kind, queue);
+    group.spawn();
+    sender
 }

@@ -1,4 +1,5 @@
-//! A set of message lanes: unidirectional streams, each with its own writer task.
+//! A set of message lanes: unidirectional streams with a queue each, written by the
+//! connection's [`WriterGroup`] task.
 //!
 //! A conversation always maps to one lane ([`protocol::ConversationId::lane`]), so its
 //! frames stay in order, while a loss on one lane does not stall the others. Each lane's
@@ -11,7 +12,8 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::framed::{FrameSender, spawn_writer_notifying};
+use crate::framed::FrameSender;
+use crate::group::WriterGroup;
 
 /// The sending side of a connection's lanes.
 #[derive(Debug)]
@@ -59,18 +61,31 @@ impl<T: Serialize + Send + 'static> LaneSenders<T> {
         priority: i32,
         room: Arc<Notify>,
     ) -> Result<Self, quinn::ConnectionError> {
+        let mut group = WriterGroup::new(Some(room));
+        let lanes = Self::open_in(&mut group, conn, count, queue_per_lane, priority).await?;
+        group.spawn();
+        Ok(lanes)
+    }
+
+    /// Opens the lanes as members of `group`, which the caller spawns once it holds every
+    /// stream of the connection (the control stream too), so they share one writer task
+    /// and their frames share datagrams. The lanes' room notification is the group's (a
+    /// new one if the group has none: then nothing signals it).
+    pub async fn open_in(
+        group: &mut WriterGroup<T>,
+        conn: &quinn::Connection,
+        count: u8,
+        queue_per_lane: usize,
+        priority: i32,
+    ) -> Result<Self, quinn::ConnectionError> {
         let mut lanes = Vec::with_capacity(usize::from(count.max(1)));
         for _ in 0..count.max(1) {
             let send = conn.open_uni().await?;
             // Fails only if the stream is already closed; the writer will then report it.
             let _ = send.set_priority(priority);
-            lanes.push(spawn_writer_notifying(
-                send,
-                Some(STREAM_KIND_LANE),
-                queue_per_lane,
-                Some(room.clone()),
-            ));
+            lanes.push(group.add(send, Some(STREAM_KIND_LANE), queue_per_lane));
         }
+        let room = group.room().cloned().unwrap_or_default();
         Ok(Self { lanes, room })
     }
 

@@ -12,10 +12,14 @@
 //! - [`pki`]: [`DevPki`], the self-signed CA and certificates `quichat dev` and tests use.
 //! - [`framed`]: [`FramedRecv`] (bytes → frames) and [`spawn_writer`] (frames → bytes,
 //!   batched adaptively: whatever is queued when the stream is free goes in one write).
+//! - [`group`]: [`WriterGroup`], one writer task for every send stream of a connection, so
+//!   frames queued on different streams at the same time share datagrams.
 //! - [`lanes`]: [`LaneSenders`], a set of unidirectional message lanes.
 //! - [`close`]/[`close_code`]: application close codes from and to [`ErrorCode`].
 
+pub mod fine_timer;
 pub mod framed;
+pub mod group;
 pub mod lanes;
 pub mod pki;
 pub mod profile;
@@ -25,6 +29,7 @@ pub use framed::{
     FrameSender, FramedRecv, StreamError, TrySendError, spawn_writer, spawn_writer_notifying,
     write_frame,
 };
+pub use group::WriterGroup;
 pub use lanes::LaneSenders;
 pub use pki::DevPki;
 pub use profile::TransportProfile;

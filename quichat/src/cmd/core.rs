@@ -78,6 +78,9 @@ pub struct CoreArgs {
     /// Most edge connections at once.
     #[arg(long)]
     pub edges_max: Option<usize>,
+    /// Microseconds frames for an edge may be held back to share datagrams under load.
+    #[arg(long)]
+    pub edge_linger_us: Option<u64>,
     /// Milliseconds a new edge has to say hello.
     #[arg(long)]
     pub hello_timeout_ms: Option<u64>,
@@ -108,6 +111,7 @@ impl CoreArgs {
         o.set("commit_delay_ms", self.commit_delay_ms.as_ref())?;
         o.set("pending_max", self.pending_max.as_ref())?;
         o.set("edges_max", self.edges_max.as_ref())?;
+        o.set("edge_linger_us", self.edge_linger_us.as_ref())?;
         o.set("hello_timeout_ms", self.hello_timeout_ms.as_ref())?;
         Ok(server::CoreConfig::from_toml(&o.to_toml()?)?)
     }

@@ -27,6 +27,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         key: Some(pki.core_key.clone()),
         edge_ca: Some(pki.ca_cert.clone()),
         commit_delay_ms: args.commit_delay_ms,
+        edge_linger_us: args.link_linger_us,
         ..server::CoreConfig::default()
     };
     let core = server::Core::start(core_config)
@@ -41,6 +42,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         ),
         AuthConfig::Hs256SecretFile(dev.token_secret_file()),
     );
+    edge_config.core.linger_us = args.link_linger_us;
     edge_config.listen = args.listen;
     edge_config.name = "dev-edge".into();
     edge_config.send_per_second = args.send_per_second;

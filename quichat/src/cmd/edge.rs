@@ -30,6 +30,10 @@ pub struct EdgeArgs {
     /// The name on the core's certificate (`core.server_name`).
     #[arg(long)]
     pub core_server_name: Option<String>,
+    /// Microseconds frames for the core may be held back to share datagrams under load
+    /// (`core.linger_us`).
+    #[arg(long)]
+    pub core_linger_us: Option<u64>,
     /// CA certificate(s) (PEM) the core's certificate must chain to.
     #[arg(long)]
     pub core_ca: Option<PathBuf>,
@@ -81,6 +85,7 @@ impl EdgeArgs {
         o.set("key", self.key.as_ref())?;
         o.set("core.address", self.core_address.as_ref())?;
         o.set("core.server_name", self.core_server_name.as_ref())?;
+        o.set("core.linger_us", self.core_linger_us.as_ref())?;
         o.set("core_ca", self.core_ca.as_ref())?;
         o.set("client_cert", self.client_cert.as_ref())?;
         o.set("client_key", self.client_key.as_ref())?;

@@ -34,6 +34,8 @@ pub(crate) struct EdgeContext {
     pub(crate) lane_queue: usize,
     pub(crate) control_queue: usize,
     pub(crate) hello_timeout: Duration,
+    /// Hold-back of each edge link's writer (see `transport::WriterGroup::with_linger`).
+    pub(crate) linger: Duration,
 }
 
 /// A handshake that failed: the code and reason to close with.
@@ -118,10 +120,14 @@ async fn handshake(
         .await
         .map_err(|e| lost(&e))?;
     let _ = send.set_priority(CONTROL_PRIORITY);
-    let control = transport::spawn_writer(send, None, ctx.control_queue);
-    let lanes = LaneSenders::open(conn, ctx.lanes, ctx.lane_queue, LANE_PRIORITY)
+    // One writer task for the control stream and every lane: an `Accepted` and a
+    // `Deliver` queued together share a datagram.
+    let mut group = transport::WriterGroup::new(None).with_linger(ctx.linger);
+    let control = group.add(send, None, ctx.control_queue);
+    let lanes = LaneSenders::open_in(&mut group, conn, ctx.lanes, ctx.lane_queue, LANE_PRIORITY)
         .await
         .map_err(|e| lost(&e))?;
+    group.spawn();
     tracing::debug!(edge = %hello.edge, "edge hello");
     Ok((control, recv, lanes))
 }

@@ -124,6 +124,7 @@ impl Core {
             lane_queue: config.lane_queue,
             control_queue: config.control_queue,
             hello_timeout: Duration::from_millis(config.hello_timeout_ms),
+            linger: Duration::from_micros(config.edge_linger_us),
         });
         let accept_task = tokio::spawn(accept_edges(
             endpoint.clone(),

@@ -1,0 +1,329 @@
+//! One writer task for all the send streams of a connection.
+//!
+//! Each stream keeps its own bounded queue ([`FrameSender`]), its own order and its own
+//! flow control, but a single task drains them all. In one turn it takes whatever every
+//! queue holds and hands it to quinn before quinn's connection driver runs, so frames
+//! queued on different streams at about the same time — a delivery on one lane and an
+//! `Accepted` on the control stream — leave in the same UDP datagram instead of one each.
+//! This is still batching with no timer: a frame alone goes out at once.
+//!
+//! It also keeps an idle connection small: one task per connection, not one per stream.
+//!
+//! A stream whose peer is not reading (its flow-control window is full) only stops its own
+//! queue: the task keeps writing the others and is woken when that stream has room again.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use protocol::codec;
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::fine_timer::{self, FineSleep};
+use crate::framed::{FINISH_WAIT, FrameSender, WriterItem, WriterStats};
+
+/// The default hold-back on edge↔core links, in microseconds (see
+/// [`WriterGroup::with_linger`]).
+pub const LINK_LINGER_US_DEFAULT: u64 = 1000;
+/// The most bytes a stream's pending buffer gathers before the task stops taking frames
+/// from its queue (until quinn accepts some of it).
+pub const BATCH_BYTES_MAX: usize = 64 * 1024;
+/// The most frames taken from one queue at a time.
+const BATCH_FRAMES_MAX: usize = 512;
+/// Rounds over all streams in one poll before yielding, so a busy connection cannot keep
+/// its worker thread from other tasks.
+const ROUNDS_PER_POLL: usize = 16;
+
+/// Streams of one connection being set up to share a writer task: add each stream with
+/// [`WriterGroup::add`], then [`WriterGroup::spawn`] the task. Frames queued before the
+/// spawn wait in their queues.
+pub struct WriterGroup<T> {
+    members: Vec<Member<T>>,
+    room: Option<Arc<Notify>>,
+    linger: Duration,
+}
+
+impl<T> std::fmt::Debug for WriterGroup<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterGroup")
+            .field("streams", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One stream of the group.
+struct Member<T> {
+    send: quinn::SendStream,
+    rx: mpsc::Receiver<WriterItem<T>>,
+    /// Encoded bytes not yet accepted by quinn.
+    buf: BytesMut,
+    /// Frames encoded into `buf`, counted once `buf` is written.
+    frames_in_buf: u64,
+    /// No more frames will be taken: every sender is gone, or a finish was asked.
+    done_reading: bool,
+    /// Whoever asked for the finish, answered once the peer has read everything.
+    finish: Option<oneshot::Sender<()>>,
+    stats: Arc<WriterStats>,
+}
+
+/// What became of a member in one round.
+enum Round {
+    /// Nothing changed.
+    Idle,
+    /// Frames were taken or bytes written.
+    Progress,
+    /// Everything is written and nothing more will come: finish the stream.
+    Done,
+    /// A write failed (stream stopped, connection lost): drop it.
+    Failed,
+}
+
+impl<T: Serialize> Member<T> {
+    /// Takes what the queue holds (while the pending buffer has room). Whether frames
+    /// were taken.
+    fn take(&mut self, cx: &mut Context<'_>, items: &mut Vec<WriterItem<T>>) -> bool {
+        if self.done_reading || self.buf.len() >= BATCH_BYTES_MAX {
+            return false;
+        }
+        match self.rx.poll_recv_many(cx, items, BATCH_FRAMES_MAX) {
+            Poll::Ready(0) => {
+                self.done_reading = true;
+                true
+            }
+            Poll::Ready(_) => {
+                self.encode(items);
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Writes what quinn accepts of the pending buffer.
+    fn write(&mut self, cx: &mut Context<'_>) -> Round {
+        let mut progress = false;
+        while !self.buf.is_empty() {
+            match Pin::new(&mut self.send).poll_write(cx, &self.buf) {
+                Poll::Ready(Ok(n)) => {
+                    progress = true;
+                    self.buf.advance(n);
+                    self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "stream writer stopped");
+                    return Round::Failed;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if self.buf.is_empty() && self.frames_in_buf > 0 {
+            self.stats
+                .frames
+                .fetch_add(self.frames_in_buf, Ordering::Relaxed);
+            self.frames_in_buf = 0;
+        }
+        if self.buf.is_empty() && self.done_reading {
+            Round::Done
+        } else if progress {
+            Round::Progress
+        } else {
+            Round::Idle
+        }
+    }
+
+    fn encode(&mut self, items: &mut Vec<WriterItem<T>>) {
+        for item in items.drain(..) {
+            match item {
+                WriterItem::Frame(frame) if !self.done_reading => {
+                    match codec::encode(&frame, &mut self.buf) {
+                        Ok(()) => self.frames_in_buf += 1,
+                        // Frames are checked where they enter, so this is a bug; drop the
+                        // one frame rather than the stream.
+                        Err(e) => {
+                            tracing::error!(error = %e, "dropping a frame that cannot be encoded")
+                        }
+                    }
+                }
+                // Frames after a finish are dropped, as documented.
+                WriterItem::Frame(_) => {}
+                WriterItem::Finish(done) => {
+                    self.done_reading = true;
+                    self.finish = self.finish.take().or(Some(done));
+                }
+            }
+        }
+    }
+
+    /// Ends the stream cleanly (it may already be reset by the peer); a requested finish
+    /// is answered once the peer has read it to the end.
+    fn finish(self) {
+        let Member {
+            mut send,
+            rx,
+            finish,
+            ..
+        } = self;
+        // Senders see the queue closed from now on.
+        drop(rx);
+        let _ = send.finish();
+        if let Some(done) = finish {
+            // `stopped` resolves once the peer has read the stream to its end (or stopped
+            // it, or the connection is gone): only then is it safe to close the
+            // connection. Waiting must not hold up the other streams, so it is a task.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(FINISH_WAIT, send.stopped()).await;
+                let _ = done.send(());
+            });
+        }
+    }
+}
+
+impl<T: Serialize + Send + 'static> WriterGroup<T> {
+    /// An empty group. If `room` is given it is signalled every time the task takes frames
+    /// off any queue of the group (see [`crate::LaneSenders::room`]).
+    pub fn new(room: Option<Arc<Notify>>) -> Self {
+        Self {
+            members: Vec::new(),
+            room,
+            linger: Duration::ZERO,
+        }
+    }
+
+    /// Lets the task hold frames back for up to `linger` when it wrote less than
+    /// `linger` ago, so a busy connection sends at most one flush per `linger` and packs
+    /// everything queued meanwhile into full datagrams. A frame after a quiet spell still
+    /// goes out at once. For links that carry many conversations (edge↔core); a player's
+    /// connection gains nothing from it. Zero (the default) never holds back.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// The notification signalled when frames leave a queue, if the group has one.
+    pub fn room(&self) -> Option<&Arc<Notify>> {
+        self.room.as_ref()
+    }
+
+    /// Adds `send` with a queue of `queue` frames (at least 1). If `kind` is given it is
+    /// written first, at once, so the peer learns of the stream immediately. The stream is
+    /// finished when every [`FrameSender`] is dropped; if a write fails, its queue closes.
+    pub fn add(
+        &mut self,
+        send: quinn::SendStream,
+        kind: Option<u8>,
+        queue: usize,
+    ) -> FrameSender<T> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let stats = Arc::new(WriterStats::default());
+        // Allocated on first use beyond the kind byte: most lanes of an idle connection
+        // never carry a frame. Reserving 64 KiB per writer cost about 72 KiB of resident
+        // memory per idle client connection at the edge (`quichat-conns`, heaptrack).
+        let mut buf = BytesMut::new();
+        if let Some(kind) = kind {
+            buf.extend_from_slice(&[kind]);
+        }
+        self.members.push(Member {
+            send,
+            rx,
+            buf,
+            frames_in_buf: 0,
+            done_reading: false,
+            finish: None,
+            stats: stats.clone(),
+        });
+        FrameSender::new(tx, stats)
+    }
+
+    /// Starts the writer task. It ends when every stream of the group has ended.
+    pub fn spawn(self) {
+        if self.members.is_empty() {
+            return;
+        }
+        tokio::spawn(self.run());
+    }
+
+    async fn run(self) {
+        let WriterGroup {
+            mut members,
+            room,
+            linger,
+        } = self;
+        let mut items = Vec::new();
+        // When the task last handed bytes to quinn, and the end of the current hold.
+        let mut last_flush: Option<Instant> = None;
+        let mut hold: Option<FineSleep> = None;
+        poll_fn(|cx| {
+            for _ in 0..ROUNDS_PER_POLL {
+                let mut took = false;
+                for member in members.iter_mut() {
+                    took |= member.take(cx, &mut items);
+                }
+                if took && let Some(room) = &room {
+                    // `notify_one` keeps a permit if nobody waits yet, so the wake-up is
+                    // not lost.
+                    room.notify_one();
+                }
+                let pending = members.iter().any(|m| !m.buf.is_empty());
+                if pending && hold.is_none() && !linger.is_zero() {
+                    let full = members.iter().any(|m| m.buf.len() >= BATCH_BYTES_MAX);
+                    if let Some(last) = last_flush
+                        && !full
+                        && last.elapsed() < linger
+                    {
+                        hold = Some(fine_timer::sleep_until(last + linger));
+                    }
+                }
+                if let Some(sleep) = hold.as_mut() {
+                    let full = members.iter().any(|m| m.buf.len() >= BATCH_BYTES_MAX);
+                    if !full && Pin::new(sleep).poll(cx).is_pending() {
+                        // Held: keep gathering; the timer or a queue wakes the task.
+                        if took {
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
+                    hold = None;
+                }
+                let mut progress = took;
+                if pending {
+                    last_flush = Some(Instant::now());
+                }
+                let mut i = 0;
+                while i < members.len() {
+                    match members[i].write(cx) {
+                        Round::Idle => i += 1,
+                        Round::Progress => {
+                            progress = true;
+                            i += 1;
+                        }
+                        Round::Done => {
+                            progress = true;
+                            members.swap_remove(i).finish();
+                        }
+                        Round::Failed => {
+                            progress = true;
+                            // Dropping it closes its queue: its senders see `Closed`.
+                            drop(members.swap_remove(i));
+                        }
+                    }
+                }
+                if members.is_empty() {
+                    return Poll::Ready(());
+                }
+                if !progress {
+                    // Every queue and every blocked stream has registered this task.
+                    return Poll::Pending;
+                }
+            }
+            // Still busy: let other tasks (quinn's driver among them) run first.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await;
+    }
+}
