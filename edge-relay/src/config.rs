@@ -73,7 +73,9 @@ pub struct EdgeConfig {
     #[serde(default = "default_name")]
     pub name: String,
     /// Deliveries queued per client lane before the client counts as too slow and is
-    /// closed with `SlowConsumer`. Default 256.
+    /// closed with `SlowConsumer`. Default 2048 (keep it above the core's
+    /// `replay_window`, 1024 by default). Slots are allocated as they fill, 32 at a time,
+    /// so an idle client costs little whatever the bound.
     #[serde(default = "default_client_queue_frames")]
     pub client_queue_frames: usize,
     /// Messages per session sent to the core and not yet answered (`Accepted` or
@@ -164,7 +166,7 @@ fn default_name() -> String {
     "edge".into()
 }
 fn default_client_queue_frames() -> usize {
-    256
+    2048
 }
 fn default_inflight_per_session() -> usize {
     256

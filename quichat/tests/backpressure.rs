@@ -17,8 +17,16 @@ async fn a_recipient_that_stops_reading_loses_nothing_and_sees_each_message_once
     // client, once it reads again, gets everything from the store, in order, once.
     const COUNT: usize = 1000;
     let h = Harness::new();
-    let core = h.start_core().await;
-    let edge = h.start_edge(h.edge_config(core.local_addr())).await;
+    // A per-client queue the backlog overflows (the default, 2048 per lane, would hold
+    // all of it), with the core's replay window below it, as documented.
+    let mut core_config = h.core_config();
+    core_config.replay_window = 32;
+    let core = within(WAIT, "the core", server::Core::start(core_config))
+        .await
+        .unwrap();
+    let mut edge_config = h.edge_config(core.local_addr());
+    edge_config.client_queue_frames = 64;
+    let edge = h.start_edge(edge_config).await;
     let addr = edge.local_addr();
 
     let mut bob_config = h.client_config(addr, "bob", 2);

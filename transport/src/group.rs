@@ -140,7 +140,7 @@ impl<T: Serialize> Member<T> {
         for item in items.drain(..) {
             match item {
                 WriterItem::Frame(frame) if !self.done_reading => {
-                    match codec::encode(&frame, &mut self.buf) {
+                    match codec::encode(&*frame, &mut self.buf) {
                         Ok(()) => self.frames_in_buf += 1,
                         // Frames are checked where they enter, so this is a bug; drop the
                         // one frame rather than the stream.
