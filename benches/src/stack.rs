@@ -32,6 +32,8 @@ pub struct StackOptions {
     pub send_per_second: u32,
     /// Per-user burst the edges allow.
     pub send_burst: u32,
+    /// The edge↔core hold-back, µs, both ways (`None`: the default).
+    pub link_linger_us: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -40,6 +42,7 @@ impl Default for StackOptions {
             edges: 1,
             send_per_second: 100_000,
             send_burst: 100_000,
+            link_linger_us: None,
         }
     }
 }
@@ -68,6 +71,9 @@ impl Stack {
             key: Some(pki.core_key.clone()),
             edge_ca: Some(pki.ca_cert.clone()),
             inbox_max: 1_000_000,
+            edge_linger_us: options
+                .link_linger_us
+                .unwrap_or(transport::group::LINK_LINGER_US_DEFAULT),
             ..server::CoreConfig::default()
         })
         .await
@@ -86,6 +92,9 @@ impl Stack {
             config.name = format!("edge-{i}");
             config.send_per_second = options.send_per_second;
             config.send_burst = options.send_burst;
+            if let Some(us) = options.link_linger_us {
+                config.core.linger_us = us;
+            }
             edit(&mut config);
             edges.push(
                 edge_relay::Edge::start(config)

@@ -79,6 +79,11 @@ struct Args {
     /// Edges, with --in-process (a pair's two sides on different edges when >1).
     #[arg(long, default_value_t = 1, requires = "in_process")]
     edges: usize,
+    /// The edge↔core hold-back, µs, both ways, for the server this tool starts (`quichat
+    /// dev --link-linger-us`, or the in-process stack); 0 turns it off, to compare the
+    /// datagrams per message with and without it. Default: the server's own default.
+    #[arg(long, conflicts_with = "edge")]
+    link_linger_us: Option<u64>,
     /// Target a running edge at this address instead of starting one.
     #[arg(long, requires_all = ["cert", "token_secret"])]
     edge: Option<SocketAddr>,
@@ -203,7 +208,10 @@ async fn main_async(args: Args) -> Result<ExitCode> {
 
 fn target(args: &Args) -> Result<Target> {
     if args.in_process {
-        return Ok(Target::InProcess { edges: args.edges });
+        return Ok(Target::InProcess {
+            edges: args.edges,
+            link_linger_us: args.link_linger_us,
+        });
     }
     if let Some(addr) = args.edge {
         let (Some(cert), Some(secret)) = (&args.cert, &args.token_secret) else {
@@ -217,6 +225,7 @@ fn target(args: &Args) -> Result<Target> {
     Ok(Target::Dev {
         binary: DevProcess::find_binary(args.quichat.as_deref())?,
         log_filter: args.server_log.clone(),
+        link_linger_us: args.link_linger_us,
     })
 }
 

@@ -253,6 +253,7 @@ impl Context {
                 let target = Target::Dev {
                     binary: self.binaries()?.quichat.clone(),
                     log_filter: "warn".into(),
+                    link_linger_us: None,
                 };
                 quichat_side::drain(&target, messages, self.args.size).await
             }

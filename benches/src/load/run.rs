@@ -518,9 +518,15 @@ mod tests {
             progress: false,
             label: String::new(),
         };
-        let summary = run(&Target::InProcess { edges: 1 }, &options)
-            .await
-            .unwrap();
+        let summary = run(
+            &Target::InProcess {
+                edges: 1,
+                link_linger_us: None,
+            },
+            &options,
+        )
+        .await
+        .unwrap();
         // 1.2 s at 150 msg/s.
         assert_eq!(summary.sent, 180, "{summary:#?}");
         assert_eq!(summary.accepted, 180, "{summary:#?}");

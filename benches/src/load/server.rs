@@ -85,11 +85,15 @@ pub enum Target {
         binary: PathBuf,
         /// `RUST_LOG` for the child (its logging costs CPU that would be counted).
         log_filter: String,
+        /// `--link-linger-us` for the child (`None`: its default).
+        link_linger_us: Option<u64>,
     },
     /// Run a core and `edges` edges in this process.
     InProcess {
         /// Number of edges; a pair's sender and recipient use different edges when > 1.
         edges: usize,
+        /// The edge↔core hold-back, µs (`None`: the default).
+        link_linger_us: Option<u64>,
     },
     /// An edge that is already running.
     External {
@@ -113,19 +117,28 @@ impl Target {
     /// Starts the server (nothing to start for an external edge).
     pub async fn start(&self) -> Result<Running> {
         match self {
-            Target::Dev { binary, log_filter } => {
-                let (process, edge) = DevProcess::start(binary, log_filter).await?;
+            Target::Dev {
+                binary,
+                log_filter,
+                link_linger_us,
+            } => {
+                let (process, edge) =
+                    DevProcess::start(binary, log_filter, *link_linger_us).await?;
                 Ok(Running {
                     edges: vec![edge],
                     servers: vec![Process::Pid(process.pid())],
                     server: Server::Dev(process),
                 })
             }
-            Target::InProcess { edges } => {
+            Target::InProcess {
+                edges,
+                link_linger_us,
+            } => {
                 let stack = Stack::start(StackOptions {
                     edges: *edges,
                     send_per_second: SEND_PER_SECOND_UNLIMITED,
                     send_burst: SEND_PER_SECOND_UNLIMITED,
+                    link_linger_us: *link_linger_us,
                 })
                 .await?;
                 let roots = transport::tls::load_certs(&stack.pki.ca_cert)?;
@@ -264,7 +277,11 @@ impl DevProcess {
 
     /// Starts `binary dev` on a fresh temporary directory (under `$TMPDIR`: keep that on
     /// a real disk, since the store fsyncs there) and waits for its edge.
-    pub async fn start(binary: &Path, log_filter: &str) -> Result<(Self, EdgeAccess)> {
+    pub async fn start(
+        binary: &Path,
+        log_filter: &str,
+        link_linger_us: Option<u64>,
+    ) -> Result<(Self, EdgeAccess)> {
         let dir = tempfile::Builder::new()
             .prefix("quichat-load-")
             .tempdir()
@@ -272,8 +289,12 @@ impl DevProcess {
         let log = dir.path().join("quichat-dev.log");
         let log_file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(binary)
-            .arg("dev")
+        let mut command = Command::new(binary);
+        command.arg("dev");
+        if let Some(us) = link_linger_us {
+            command.args(["--link-linger-us", &us.to_string()]);
+        }
+        let child = command
             .arg("--data")
             .arg(dir.path())
             .args(["--listen", "127.0.0.1:0"])
@@ -368,7 +389,7 @@ mod tests {
         // `false` exits at once, like a `quichat dev` that cannot bind its port: the tool
         // must say so promptly instead of waiting out its start timeout.
         let started = Instant::now();
-        let Err(error) = DevProcess::start(Path::new("false"), "warn").await else {
+        let Err(error) = DevProcess::start(Path::new("false"), "warn", None).await else {
             panic!("`false` cannot be a server");
         };
         assert!(error.to_string().contains("exited"), "{error}");

@@ -362,7 +362,10 @@ mod tests {
     async fn a_reconnecting_recipient_is_shown_its_whole_backlog_once_in_order() {
         // The quichat drain must time the whole backlog, each message shown once and in
         // order (here on the in-process stack; the tool uses a `quichat dev` child).
-        let target = Target::InProcess { edges: 1 };
+        let target = Target::InProcess {
+            edges: 1,
+            link_linger_us: None,
+        };
         let summary = drain(&target, 300, 64).await.unwrap();
         assert!(summary.is_clean(), "{summary:?}");
         assert_eq!(
@@ -377,6 +380,7 @@ mod tests {
         let target = Target::Dev {
             binary: PathBuf::from("/nonexistent/quichat"),
             log_filter: "warn".into(),
+            link_linger_us: None,
         };
         let error = drain(&target, DEV_INBOX_MAX + 1, 64).await.unwrap_err();
         assert!(error.to_string().contains("inbox_max"), "{error}");
