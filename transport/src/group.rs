@@ -7,7 +7,10 @@
 //! `Accepted` on the control stream — leave in the same UDP datagram instead of one each.
 //! This is still batching with no timer: a frame alone goes out at once.
 //!
-//! It also keeps an idle connection small: one task per connection, not one per stream.
+//! It also keeps an idle connection small: one task per connection, not one per stream,
+//! and streams added with [`WriterGroup::add_lazy`] (the lanes) are only opened when their
+//! queue first gets a frame, so a lane that never carries anything costs neither end a
+//! QUIC stream (nor the peer a reader).
 //!
 //! A stream whose peer is not reading (its flow-control window is full) only stops its own
 //! queue: the task keeps writing the others and is woken when that stream has room again.
@@ -56,9 +59,28 @@ impl<T> std::fmt::Debug for WriterGroup<T> {
     }
 }
 
+/// The future of a stream being opened.
+type Opening =
+    Pin<Box<dyn Future<Output = Result<quinn::SendStream, quinn::ConnectionError>> + Send>>;
+
+/// A member's stream, which may not exist yet.
+enum Stream {
+    /// Open: written whenever the buffer holds bytes.
+    Open(quinn::SendStream),
+    /// Not opened: opened on `conn` once the buffer holds a frame (see
+    /// [`WriterGroup::add_lazy`]); its kind byte is put in the buffer before that frame.
+    Unopened {
+        conn: quinn::Connection,
+        kind: Option<u8>,
+        priority: i32,
+    },
+    /// Being opened (the peer's stream limit may hold it back); the buffer fills meanwhile.
+    Opening { open: Opening, priority: i32 },
+}
+
 /// One stream of the group.
 struct Member<T> {
-    send: quinn::SendStream,
+    stream: Stream,
     rx: mpsc::Receiver<WriterItem<T>>,
     /// Encoded bytes not yet accepted by quinn.
     buf: BytesMut,
@@ -103,11 +125,59 @@ impl<T: Serialize> Member<T> {
         }
     }
 
-    /// Writes what quinn accepts of the pending buffer.
+    /// Opens the stream if it is not open yet: whether it is open now (`Pending` while
+    /// opening), or an error if it cannot be opened (the connection is gone).
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), quinn::ConnectionError>> {
+        loop {
+            match &mut self.stream {
+                Stream::Open(_) => return Poll::Ready(Ok(())),
+                Stream::Unopened {
+                    conn,
+                    kind: _,
+                    priority,
+                } => {
+                    let conn = conn.clone();
+                    self.stream = Stream::Opening {
+                        open: Box::pin(async move { conn.open_uni().await }),
+                        priority: *priority,
+                    };
+                }
+                Stream::Opening { open, priority } => {
+                    let send = std::task::ready!(open.as_mut().poll(cx))?;
+                    // Fails only if the stream is already closed; writing then reports it.
+                    let _ = send.set_priority(*priority);
+                    self.stream = Stream::Open(send);
+                }
+            }
+        }
+    }
+
+    /// Writes what quinn accepts of the pending buffer, opening the stream first if this
+    /// is its first frame.
     fn write(&mut self, cx: &mut Context<'_>) -> Round {
+        if !self.buf.is_empty() {
+            match self.poll_open(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "stream could not be opened");
+                    return Round::Failed;
+                }
+                // Waiting for the connection (the task is registered): the buffer keeps
+                // gathering up to its limit.
+                Poll::Pending => return Round::Idle,
+            }
+        }
+        let Stream::Open(send) = &mut self.stream else {
+            // Never opened and nothing to write.
+            return if self.done_reading {
+                Round::Done
+            } else {
+                Round::Idle
+            };
+        };
         let mut progress = false;
         while !self.buf.is_empty() {
-            match Pin::new(&mut self.send).poll_write(cx, &self.buf) {
+            match Pin::new(&mut *send).poll_write(cx, &self.buf) {
                 Poll::Ready(Ok(n)) => {
                     progress = true;
                     self.buf.advance(n);
@@ -140,11 +210,21 @@ impl<T: Serialize> Member<T> {
         for item in items.drain(..) {
             match item {
                 WriterItem::Frame(frame) if !self.done_reading => {
+                    let start = self.buf.len();
+                    // The first frame of a stream not opened yet: its kind byte goes first.
+                    if let Stream::Unopened {
+                        kind: Some(kind), ..
+                    } = self.stream
+                        && start == 0
+                    {
+                        self.buf.extend_from_slice(&[kind]);
+                    }
                     match codec::encode(&*frame, &mut self.buf) {
                         Ok(()) => self.frames_in_buf += 1,
                         // Frames are checked where they enter, so this is a bug; drop the
                         // one frame rather than the stream.
                         Err(e) => {
+                            self.buf.truncate(start);
                             tracing::error!(error = %e, "dropping a frame that cannot be encoded")
                         }
                     }
@@ -160,16 +240,20 @@ impl<T: Serialize> Member<T> {
     }
 
     /// Ends the stream cleanly (it may already be reset by the peer); a requested finish
-    /// is answered once the peer has read it to the end.
+    /// is answered once the peer has read it to the end, or at once if the stream was
+    /// never opened (nothing was sent, so there is nothing to wait for).
     fn finish(self) {
         let Member {
-            mut send,
-            rx,
-            finish,
-            ..
+            stream, rx, finish, ..
         } = self;
         // Senders see the queue closed from now on.
         drop(rx);
+        let Stream::Open(mut send) = stream else {
+            if let Some(done) = finish {
+                let _ = done.send(());
+            }
+            return;
+        };
         let _ = send.finish();
         if let Some(done) = finish {
             // `stopped` resolves once the peer has read the stream to its end (or stopped
@@ -218,8 +302,6 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
         kind: Option<u8>,
         queue: usize,
     ) -> FrameSender<T> {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let stats = Arc::new(WriterStats::default());
         // Allocated on first use beyond the kind byte: most lanes of an idle connection
         // never carry a frame. Reserving 64 KiB per writer cost about 72 KiB of resident
         // memory per idle client connection at the edge (`quichat-conns`, heaptrack).
@@ -227,8 +309,35 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
         if let Some(kind) = kind {
             buf.extend_from_slice(&[kind]);
         }
+        self.push(Stream::Open(send), buf, queue)
+    }
+
+    /// Adds a unidirectional stream of `conn` that is opened only when its queue (of
+    /// `queue` frames, at least 1) first gets a frame: then it is given `priority`, and
+    /// `kind`, if given, is written ahead of that frame. The peer sees the stream only
+    /// from then on; one that never carries a frame is never opened, and finishing it
+    /// (or dropping every sender) ends it at once. If the stream cannot be opened (the
+    /// connection is gone) or a write fails, its queue closes.
+    pub fn add_lazy(
+        &mut self,
+        conn: &quinn::Connection,
+        kind: Option<u8>,
+        priority: i32,
+        queue: usize,
+    ) -> FrameSender<T> {
+        let stream = Stream::Unopened {
+            conn: conn.clone(),
+            kind,
+            priority,
+        };
+        self.push(stream, BytesMut::new(), queue)
+    }
+
+    fn push(&mut self, stream: Stream, buf: BytesMut, queue: usize) -> FrameSender<T> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let stats = Arc::new(WriterStats::default());
         self.members.push(Member {
-            send,
+            stream,
             rx,
             buf,
             frames_in_buf: 0,

@@ -4,6 +4,12 @@
 //! A conversation always maps to one lane ([`protocol::ConversationId::lane`]), so its
 //! frames stay in order, while a loss on one lane does not stall the others. Each lane's
 //! stream starts with [`STREAM_KIND_LANE`].
+//!
+//! A lane's stream is opened when the lane first carries a frame (see
+//! [`WriterGroup::add_lazy`]), not with the lanes: most lanes of an idle connection never
+//! carry anything, and an unopened lane costs neither end a QUIC stream nor the peer a
+//! reader. The peer therefore sees lanes appear one by one, in the order they are first
+//! used, and possibly never all of them.
 
 use protocol::frames::STREAM_KIND_LANE;
 use serde::Serialize;
@@ -33,9 +39,10 @@ impl<T> Clone for LaneSenders<T> {
 }
 
 impl<T: Serialize + Send + 'static> LaneSenders<T> {
-    /// Opens `count` lanes (at least 1) on `conn`, each with a queue of `queue_per_lane`
+    /// Sets up `count` lanes (at least 1) on `conn`, each with a queue of `queue_per_lane`
     /// frames, at stream `priority` (higher is sent first; control streams use a higher
-    /// one than lanes).
+    /// one than lanes). Each lane's stream is opened at its first frame. Fails only if
+    /// the connection is already closed.
     pub async fn open(
         conn: &quinn::Connection,
         count: u8,
@@ -67,10 +74,11 @@ impl<T: Serialize + Send + 'static> LaneSenders<T> {
         Ok(lanes)
     }
 
-    /// Opens the lanes as members of `group`, which the caller spawns once it holds every
-    /// stream of the connection (the control stream too), so they share one writer task
-    /// and their frames share datagrams. The lanes' room notification is the group's (a
-    /// new one if the group has none: then nothing signals it).
+    /// Adds the lanes to `group` (their streams opened at their first frame), which the
+    /// caller spawns once it holds every stream of the connection (the control stream
+    /// too), so they share one writer task and their frames share datagrams. The lanes'
+    /// room notification is the group's (a new one if the group has none: then nothing
+    /// signals it). Fails only if the connection is already closed.
     pub async fn open_in(
         group: &mut WriterGroup<T>,
         conn: &quinn::Connection,
@@ -78,13 +86,12 @@ impl<T: Serialize + Send + 'static> LaneSenders<T> {
         queue_per_lane: usize,
         priority: i32,
     ) -> Result<Self, quinn::ConnectionError> {
-        let mut lanes = Vec::with_capacity(usize::from(count.max(1)));
-        for _ in 0..count.max(1) {
-            let send = conn.open_uni().await?;
-            // Fails only if the stream is already closed; the writer will then report it.
-            let _ = send.set_priority(priority);
-            lanes.push(group.add(send, Some(STREAM_KIND_LANE), queue_per_lane));
+        if let Some(e) = conn.close_reason() {
+            return Err(e);
         }
+        let lanes = (0..count.max(1))
+            .map(|_| group.add_lazy(conn, Some(STREAM_KIND_LANE), priority, queue_per_lane))
+            .collect();
         let room = group.room().cloned().unwrap_or_default();
         Ok(Self { lanes, room })
     }

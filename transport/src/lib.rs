@@ -14,7 +14,8 @@
 //!   batched adaptively: whatever is queued when the stream is free goes in one write).
 //! - [`group`]: [`WriterGroup`], one writer task for every send stream of a connection, so
 //!   frames queued on different streams at the same time share datagrams.
-//! - [`lanes`]: [`LaneSenders`], a set of unidirectional message lanes.
+//! - [`lanes`]: [`LaneSenders`], a set of unidirectional message lanes, each opened at its
+//!   first frame.
 //! - [`close`]/[`close_code`]: application close codes from and to [`ErrorCode`].
 
 pub mod fine_timer;

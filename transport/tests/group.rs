@@ -2,6 +2,7 @@
 //! The shared writer task of a connection, over real QUIC on loopback: streams stay
 //! independent, and the hold-back packs frames into fewer datagrams.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use protocol::frames::link::EdgeFrame;
@@ -167,4 +168,157 @@ async fn the_hold_back_packs_trickling_frames_into_fewer_datagrams() {
         held * 2 < unheld,
         "held back: {held} datagrams, not held: {unheld}, for {count} frames"
     );
+}
+
+/// Accepts every lane the client opens until its connection closes, reading each to its
+/// end; returns them in the order they were accepted.
+async fn accept_all_lanes(server_conn: quinn::Connection) -> Vec<Vec<EdgeFrame>> {
+    let mut readers = Vec::new();
+    while let Ok(recv) = server_conn.accept_uni().await {
+        readers.push(tokio::spawn(read_lane(recv)));
+    }
+    let mut lanes = Vec::new();
+    for reader in readers {
+        lanes.push(reader.await.unwrap());
+    }
+    lanes
+}
+
+// A lane's stream is opened when the lane first carries a frame: lanes never used never
+// appear at the peer, finishing one resolves at once (there is nothing to deliver), and the
+// lanes that are used arrive complete and in order.
+#[tokio::test]
+async fn only_lanes_that_carry_frames_are_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_endpoints, server_conn, conn) = pair(dir.path()).await;
+    let acceptor = tokio::spawn(accept_all_lanes(server_conn));
+    let lanes = LaneSenders::<EdgeFrame>::open(&conn, 4, 64, 0)
+        .await
+        .unwrap();
+    assert_eq!(lanes.count(), 4);
+
+    // Lane 1 is finished without ever carrying a frame: no stream, no wait.
+    tokio::time::timeout(Duration::from_millis(500), lanes.lane(1).finish())
+        .await
+        .expect("finishing an unused lane resolves at once")
+        .unwrap();
+
+    // Lanes 2 and 0 carry frames, interleaved; lane 3 never does.
+    let (mut even, mut odd) = (Vec::new(), Vec::new());
+    for n in 0..1000u64 {
+        let (lane, sent) = if n % 2 == 0 {
+            (2, &mut even)
+        } else {
+            (0, &mut odd)
+        };
+        lanes.lane(lane).send(attach(n)).await.unwrap();
+        sent.push(attach(n));
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        lanes.lane(2).finish().await.unwrap();
+        lanes.lane(0).finish().await.unwrap();
+    })
+    .await
+    .expect("the used lanes finish");
+    assert_eq!(lanes.lane(3).stats().bytes.load(Ordering::Relaxed), 0);
+    drop(lanes); // lane 3 ends without a stream
+    conn.close(0u32.into(), b"done");
+
+    let mut got = tokio::time::timeout(Duration::from_secs(10), acceptor)
+        .await
+        .expect("the peer sees the connection close")
+        .unwrap();
+    got.sort_by_key(|frames| frames.first() != Some(&attach(0)));
+    assert_eq!(
+        got.len(),
+        2,
+        "only the two lanes that carried frames appear"
+    );
+    assert_eq!(got[0], even);
+    assert_eq!(got[1], odd);
+}
+
+// A lane whose stream cannot be opened yet (the peer's stream limit is used up) keeps its
+// frames until it can; if the connection closes meanwhile, the lane's queue closes, so its
+// senders see `Closed` rather than wait forever.
+#[tokio::test]
+async fn a_lane_waits_for_stream_credit_and_closes_with_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_endpoints, server_conn, conn) = pair(dir.path()).await;
+    // Use up every unidirectional stream the peer allows (not read by it: no new credit).
+    let mut taken = Vec::new();
+    for _ in 0..TransportProfile::client_link().uni_streams {
+        let mut send = conn.open_uni().await.unwrap();
+        send.write_all(&[STREAM_KIND_LANE]).await.unwrap();
+        taken.push(send);
+    }
+    let lanes = LaneSenders::<EdgeFrame>::open(&conn, 2, 64, 0)
+        .await
+        .unwrap();
+    lanes.lane(0).try_send(attach(0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!lanes.lane(0).is_closed(), "the lane is still opening");
+    assert_eq!(lanes.lane(0).stats().bytes.load(Ordering::Relaxed), 0);
+
+    conn.close(0u32.into(), b"gone");
+    tokio::time::timeout(Duration::from_secs(2), lanes.lane(0).closed())
+        .await
+        .expect("the opening lane's queue closes with the connection");
+    assert!(matches!(
+        lanes.lane(0).send(attach(1)).await,
+        Err(transport::StreamError::Closed)
+    ));
+    // The unused lane is untouched until it is used: then it cannot open either.
+    assert!(!lanes.lane(1).is_closed());
+    lanes.lane(1).try_send(attach(2)).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), lanes.lane(1).closed())
+        .await
+        .expect("a lane first used after the close closes");
+    drop((taken, server_conn));
+}
+
+// Once the peer gives stream credit back, a lane that was waiting to open goes out with
+// everything queued meanwhile, in order.
+#[tokio::test]
+async fn a_lane_waiting_for_stream_credit_opens_when_it_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_endpoints, server_conn, conn) = pair(dir.path()).await;
+    let mut taken = Vec::new();
+    for _ in 0..TransportProfile::client_link().uni_streams {
+        let mut send = conn.open_uni().await.unwrap();
+        send.write_all(&[STREAM_KIND_LANE]).await.unwrap();
+        taken.push(send);
+    }
+    let lanes = LaneSenders::<EdgeFrame>::open(&conn, 1, 64, 0)
+        .await
+        .unwrap();
+    let sent: Vec<EdgeFrame> = (0..50).map(attach).collect();
+    for frame in sent.clone() {
+        lanes.lane(0).send(frame).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(lanes.lane(0).stats().bytes.load(Ordering::Relaxed), 0);
+
+    // The peer reads some of the taken streams to their ends: their credit comes back
+    // (quinn announces credit once more than an eighth of its stream limit is free).
+    let freed = taken.len() / 8 + 1;
+    drop(taken.drain(..freed)); // finishes them
+    let acceptor = tokio::spawn(accept_all_lanes(server_conn));
+    tokio::time::timeout(Duration::from_secs(10), lanes.lane(0).finish())
+        .await
+        .expect("the lane opens once credit comes back")
+        .unwrap();
+    drop(taken); // finishes the rest
+    drop(lanes);
+    // Let the peer read the rest before closing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.close(0u32.into(), b"done");
+    let got = tokio::time::timeout(Duration::from_secs(10), acceptor)
+        .await
+        .unwrap()
+        .unwrap();
+    let uni_streams = TransportProfile::client_link().uni_streams as usize;
+    assert_eq!(got.len(), uni_streams + 1);
+    assert!(got[..uni_streams].iter().all(Vec::is_empty));
+    assert_eq!(got[uni_streams], sent);
 }

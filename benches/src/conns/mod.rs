@@ -164,7 +164,7 @@ async fn check_one(
     timeout: Duration,
 ) -> Result<()> {
     let to_user = conns[to].user.clone();
-    conns[to].start_reading(timeout).await?;
+    conns[to].start_reading();
     conns[from].send(&to_user, key, text.to_owned()).await?;
     let accepted = conns[from].wait_accepted(key, timeout).await?;
     let received = conns[to].receive(text, timeout).await?;

@@ -1,6 +1,7 @@
 //! A minimal game client for holding many idle connections: QUIC, the control stream,
-//! `Hello`/`Welcome`, our lanes opened — exactly what the `client` library does up to the
-//! point where it would sit idle — and nothing else running.
+//! `Hello`/`Welcome` — exactly what the `client` library does up to the point where it
+//! would sit idle (like it, a lane's stream is opened only when the lane first carries a
+//! frame) — and nothing else running.
 //!
 //! The `client` library gives every client its own endpoint (one UDP socket each), and
 //! 10 000 clients would need 10 000 sockets; a process here may have 20 000 files open.
@@ -133,14 +134,8 @@ impl Dialer {
                 },
             };
             let took = started.elapsed();
-            // Open our lanes as the client library does: the edge then holds a reader
-            // for each, which is part of what an idle client costs it.
-            let mut lanes_out = Vec::with_capacity(usize::from(welcome.limits.lanes));
-            for _ in 0..welcome.limits.lanes {
-                let mut lane = conn.open_uni().await?;
-                lane.write_all(&[STREAM_KIND_LANE]).await?;
-                lanes_out.push(lane);
-            }
+            // Lanes are opened at their first frame, as the client library does.
+            let lanes_out = (0..welcome.limits.lanes).map(|_| None).collect();
             anyhow::Ok((
                 IdleConn {
                     user,
@@ -180,8 +175,8 @@ pub struct IdleConn {
     conn: quinn::Connection,
     control_send: quinn::SendStream,
     control_recv: FramedRecv,
-    /// Held open, not written after the kind byte: dropping them would finish them.
-    lanes_out: Vec<quinn::SendStream>,
+    /// Our lanes, each opened (and kept: dropping it would finish it) at its first frame.
+    lanes_out: Vec<Option<quinn::SendStream>>,
     synced: bool,
     /// Readers of the edge's lanes; only set up for the liveness check.
     inbox: Option<Inbox>,
@@ -191,6 +186,7 @@ pub struct IdleConn {
 #[derive(Debug)]
 struct Inbox {
     rx: mpsc::Receiver<ServerFrame>,
+    /// Accepts the lanes as the edge opens them (at their first frame) and reads each.
     /// Dropped with the connection; aborting the readers then is harmless.
     _readers: JoinSet<()>,
 }
@@ -229,10 +225,18 @@ impl IdleConn {
     /// Sends `text` to `to` on the conversation's lane, as sender key `key`.
     pub async fn send(&mut self, to: &UserId, key: SenderKey, text: String) -> Result<()> {
         let lane = ConversationId::direct(&self.user, to).lane(self.lanes);
-        let stream = self
+        let slot = self
             .lanes_out
             .get_mut(usize::from(lane))
             .context("the edge announced no lanes")?;
+        let stream = match slot {
+            Some(stream) => stream,
+            None => {
+                let mut stream = self.conn.open_uni().await?;
+                stream.write_all(&[STREAM_KIND_LANE]).await?;
+                slot.insert(stream)
+            }
+        };
         let frame = ClientFrame::Send(SendMessage {
             to: to.clone(),
             key,
@@ -261,36 +265,42 @@ impl IdleConn {
         }
     }
 
-    /// Starts reading the edge's lanes (accepting them first), so deliveries can be
-    /// received. Idle connections skip this: unread lanes cost the server nothing.
-    pub async fn start_reading(&mut self, timeout: Duration) -> Result<()> {
+    /// Starts reading the edge's lanes (each accepted when the edge opens it, at its first
+    /// frame), so deliveries can be received. Idle connections skip this.
+    pub fn start_reading(&mut self) {
         if self.inbox.is_some() {
-            return Ok(());
+            return;
         }
         let (tx, rx) = mpsc::channel(INBOX_FRAMES);
         let mut readers = JoinSet::new();
-        for _ in 0..self.lanes {
-            let recv = tokio::time::timeout(timeout, self.conn.accept_uni())
-                .await
-                .map_err(|_| anyhow!("the edge opened no lane within {timeout:?}"))??;
-            let tx = tx.clone();
-            readers.spawn(async move {
-                let mut recv = FramedRecv::new(recv);
-                if recv.expect_kind(STREAM_KIND_LANE).await.is_err() {
-                    return;
-                }
-                while let Ok(Some(frame)) = recv.next::<ServerFrame>().await {
-                    if tx.send(frame).await.is_err() {
+        let conn = self.conn.clone();
+        let lanes = self.lanes;
+        readers.spawn(async move {
+            // Aborted with the set, which aborts the readers too.
+            let mut lane_readers = JoinSet::new();
+            for _ in 0..lanes {
+                let Ok(recv) = conn.accept_uni().await else {
+                    break;
+                };
+                let tx = tx.clone();
+                lane_readers.spawn(async move {
+                    let mut recv = FramedRecv::new(recv);
+                    if recv.expect_kind(STREAM_KIND_LANE).await.is_err() {
                         return;
                     }
-                }
-            });
-        }
+                    while let Ok(Some(frame)) = recv.next::<ServerFrame>().await {
+                        if tx.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            while lane_readers.join_next().await.is_some() {}
+        });
         self.inbox = Some(Inbox {
             rx,
             _readers: readers,
         });
-        Ok(())
     }
 
     /// Waits for a delivery whose text is `text` (after [`IdleConn::start_reading`]),
