@@ -17,9 +17,9 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -49,6 +49,7 @@ pub struct WriterGroup<T> {
     members: Vec<Member<T>>,
     room: Option<Arc<Notify>>,
     linger: Duration,
+    task: Arc<TaskWaker>,
 }
 
 impl<T> std::fmt::Debug for WriterGroup<T> {
@@ -78,8 +79,53 @@ enum Stream {
     Opening { open: Opening, priority: i32 },
 }
 
+/// The task's waker, shared by the members' wakers.
+#[derive(Default)]
+struct TaskWaker(Mutex<Option<Waker>>);
+
+impl TaskWaker {
+    fn register(&self, waker: &Waker) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    fn wake(&self) {
+        let waker = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// What a member's queue and stream wake: a flag saying "poll me", then the task. The task
+/// then polls only the members that were woken, not every stream of the connection (a
+/// client connection has nine, and most are idle).
+struct MemberWake {
+    woken: AtomicBool,
+    task: Arc<TaskWaker>,
+}
+
+impl Wake for MemberWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 /// One stream of the group.
 struct Member<T> {
+    /// Set when the queue or the stream woke this member (and at the start).
+    wake: Arc<MemberWake>,
+    /// `wake` as a [`Waker`], for polling the queue and the stream.
+    waker: Waker,
+    /// Woken since its stream was last written to (it may have room, or need opening).
+    write_due: bool,
     stream: Stream,
     rx: mpsc::Receiver<WriterItem<T>>,
     /// Encoded bytes not yet accepted by quinn.
@@ -272,6 +318,7 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
     /// off any queue of the group (see [`crate::LaneSenders::room`]).
     pub fn new(room: Option<Arc<Notify>>) -> Self {
         Self {
+            task: Arc::default(),
             members: Vec::new(),
             room,
             linger: Duration::ZERO,
@@ -336,7 +383,14 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
     fn push(&mut self, stream: Stream, buf: BytesMut, queue: usize) -> FrameSender<T> {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let stats = Arc::new(WriterStats::default());
+        let wake = Arc::new(MemberWake {
+            woken: AtomicBool::new(true),
+            task: self.task.clone(),
+        });
         self.members.push(Member {
+            waker: Waker::from(wake.clone()),
+            wake,
+            write_due: true,
             stream,
             rx,
             buf,
@@ -361,16 +415,31 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
             mut members,
             room,
             linger,
+            task,
         } = self;
         let mut items = Vec::new();
         // When the task last handed bytes to quinn, and the end of the current hold.
         let mut last_flush: Option<Instant> = None;
         let mut hold: Option<FineSleep> = None;
         poll_fn(|cx| {
+            // Members wake the task through their own wakers (see `MemberWake`).
+            task.register(cx.waker());
             for _ in 0..ROUNDS_PER_POLL {
                 let mut took = false;
                 for member in members.iter_mut() {
-                    took |= member.take(cx, &mut items);
+                    if !member.wake.woken.swap(false, Ordering::AcqRel) {
+                        continue;
+                    }
+                    let waker = member.waker.clone();
+                    let mut mcx = Context::from_waker(&waker);
+                    if member.take(&mut mcx, &mut items) {
+                        took = true;
+                        // More may be queued: poll again until the queue says `Pending`
+                        // (and so has registered the waker).
+                        member.wake.woken.store(true, Ordering::Release);
+                    }
+                    // Its stream may have room again too: the write below covers that.
+                    member.write_due = true;
                 }
                 if took && let Some(room) = &room {
                     // `notify_one` keeps a permit if nobody waits yet, so the wake-up is
@@ -404,10 +473,21 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
                 }
                 let mut i = 0;
                 while i < members.len() {
-                    match members[i].write(cx) {
+                    let member = &mut members[i];
+                    if !(member.write_due || !member.buf.is_empty() || member.done_reading) {
+                        i += 1;
+                        continue;
+                    }
+                    member.write_due = false;
+                    let waker = member.waker.clone();
+                    let mut mcx = Context::from_waker(&waker);
+                    match member.write(&mut mcx) {
                         Round::Idle => i += 1,
                         Round::Progress => {
                             progress = true;
+                            // The buffer shrank: its queue, which is not read while the
+                            // buffer is full, may be read again.
+                            member.wake.woken.store(true, Ordering::Release);
                             i += 1;
                         }
                         Round::Done => {
