@@ -4,6 +4,11 @@
 //! checks it against its maximum *before* buffering or allocating the body, decodes the
 //! body with postcard, rejects trailing bytes, and runs the frame's [`Validate`] checks.
 //! Nothing here does I/O: bytes in, frames out.
+//!
+//! Message deliveries, nearly all the traffic, are read by a hand-written [`Reader`]
+//! instead ([`Validate::decode_fast`]): it reads postcard's layout to the same frame, with
+//! one UTF-8 check for the ids and name together and no serde plumbing, and hands any body
+//! it does not find ordinary to postcard, so errors are always postcard's.
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
@@ -21,19 +26,20 @@ const LENGTH_PREFIX_BYTES_MAX: usize = 5;
 /// Fails only if the encoded frame would exceed [`FRAME_BYTES_MAX`]; in that case `out`
 /// is left as it was.
 pub fn encode<T: Serialize>(frame: &T, out: &mut BytesMut) -> Result<(), EncodeError> {
-    // Serialize straight into `out` behind a 3-byte hole for the prefix (frames are below
-    // 2^21 bytes, so the prefix is at most 3 bytes), then close the hole. This avoids a
-    // scratch allocation per frame.
-    const HOLE: usize = 3;
+    // Serialize straight into `out` behind a one-byte hole for the prefix, then fill the
+    // hole. A body under 128 bytes (most chat messages) needs exactly that byte; a longer
+    // one shifts its body up by the one or two extra prefix bytes (frames are below 2^21
+    // bytes, so the prefix is at most 3 bytes). No scratch allocation per frame.
     const _: () = assert!(FRAME_BYTES_MAX < 1 << 21);
     let start = out.len();
-    out.put_bytes(0, HOLE);
+    out.put_u8(0);
     let result = postcard::serialize_with_flavor(frame, BytesFlavor(out));
     if result.is_err() {
         out.truncate(start);
         return Err(EncodeError::Serialize);
     }
-    let len = out.len() - start - HOLE;
+    let body_start = start + 1;
+    let len = out.len() - body_start;
     if len > FRAME_BYTES_MAX {
         out.truncate(start);
         return Err(EncodeError::TooLarge {
@@ -41,15 +47,14 @@ pub fn encode<T: Serialize>(frame: &T, out: &mut BytesMut) -> Result<(), EncodeE
             max: FRAME_BYTES_MAX,
         });
     }
-    let mut prefix = [0u8; HOLE];
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES_MAX];
     let prefix_len = write_varint(len as u32, &mut prefix);
-    let body_start = start + HOLE;
-    let new_body_start = start + prefix_len;
-    out[start..new_body_start].copy_from_slice(&prefix[..prefix_len]);
-    if new_body_start != body_start {
-        out.copy_within(body_start.., new_body_start);
-        out.truncate(out.len() - (body_start - new_body_start));
+    if prefix_len > 1 {
+        let extra = prefix_len - 1;
+        out.put_bytes(0, extra);
+        out.copy_within(body_start..body_start + len, body_start + extra);
     }
+    out[start..start + prefix_len].copy_from_slice(&prefix[..prefix_len]);
     Ok(())
 }
 
@@ -88,9 +93,15 @@ fn decode_body<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, DecodeE
         Err(_) => return Err(DecodeError::Malformed),
         Ok(Some(_)) => {}
     }
-    let (frame, rest): (T, &[u8]) = postcard::take_from_bytes(body)?;
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes(rest.len()));
+    let (frame, rest) = match T::decode_fast(body) {
+        Some(done) => done,
+        None => {
+            let (frame, rest): (T, &[u8]) = postcard::take_from_bytes(body)?;
+            (frame, rest.len())
+        }
+    };
+    if rest != 0 {
+        return Err(DecodeError::TrailingBytes(rest));
     }
     frame.validate()?;
     Ok(frame)
@@ -146,18 +157,127 @@ struct BytesFlavor<'a>(&'a mut BytesMut);
 impl postcard::ser_flavors::Flavor for BytesFlavor<'_> {
     type Output = ();
 
+    #[inline]
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
         self.0.put_u8(byte);
         Ok(())
     }
 
+    #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        // Varints arrive here as short slices, most often one byte: store that directly
+        // rather than through a `memcpy` call.
+        if let [byte] = data {
+            self.0.put_u8(*byte);
+        } else {
+            self.0.extend_from_slice(data);
+        }
         Ok(())
     }
 
+    #[inline]
     fn finalize(self) -> postcard::Result<()> {
         Ok(())
+    }
+}
+
+/// Reads fields in postcard's encoding for [`Validate::decode_fast`]. Every method returns
+/// what postcard's deserializer would read for the same type, or `None` where postcard
+/// would fail, or might: the caller then leaves the whole body to postcard.
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `body`; `None` where a `usize` is not 64 bits (postcard then reads
+    /// lengths as narrower varints).
+    #[inline]
+    pub(crate) fn new(body: &'a [u8]) -> Option<Self> {
+        cfg!(target_pointer_width = "64").then_some(Self { rest: body })
+    }
+
+    /// Bytes not read yet.
+    #[inline]
+    pub(crate) fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    /// A `u64` varint, as postcard reads it: up to 10 bytes, the 10th holding one bit.
+    #[inline]
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        let (&first, rest) = self.rest.split_first()?;
+        if first & 0x80 == 0 {
+            self.rest = rest;
+            return Some(u64::from(first));
+        }
+        // A varint of at most 8 bytes, with 8 bytes to look at: find its last byte (the
+        // first with the top bit clear) and gather the 7-bit groups without a loop.
+        if let Some(word) = self.rest.first_chunk::<8>() {
+            let word = u64::from_le_bytes(*word);
+            let ends = !word & 0x8080_8080_8080_8080;
+            if ends != 0 {
+                let len = ends.trailing_zeros() / 8 + 1;
+                let x = word & (u64::MAX >> (64 - 8 * len));
+                let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+                let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+                let x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+                self.rest = &self.rest[len as usize..];
+                return Some(x);
+            }
+        }
+        self.u64_bytewise()
+    }
+
+    /// [`Reader::u64`] a byte at a time, for the 9- and 10-byte varints and the last
+    /// bytes of a body.
+    #[cold]
+    fn u64_bytewise(&mut self) -> Option<u64> {
+        let mut out = 0u64;
+        for (i, &byte) in self.rest.iter().enumerate().take(10) {
+            out |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                if i == 9 && byte > 1 {
+                    return None;
+                }
+                self.rest = &self.rest[i + 1..];
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    /// A string: a `usize` varint length, then that many bytes of UTF-8.
+    #[inline]
+    pub(crate) fn str(&mut self) -> Option<&'a str> {
+        let len = usize::try_from(self.u64()?).ok()?;
+        let (bytes, rest) = self.rest.split_at_checked(len)?;
+        self.rest = rest;
+        std::str::from_utf8(bytes).ok()
+    }
+
+    /// Three strings in a row, each under 128 bytes (so each length is one byte), with
+    /// one UTF-8 check for all three: the length bytes between them are ASCII, so the
+    /// checked text splits at character boundaries exactly where the strings meet.
+    #[inline]
+    pub(crate) fn short_strs(&mut self) -> Option<[&'a str; 3]> {
+        let whole = self.rest;
+        let mut at = 0;
+        let mut lens = [0usize; 3];
+        for len in &mut lens {
+            let &byte = whole.get(at)?;
+            if byte & 0x80 != 0 {
+                return None;
+            }
+            *len = usize::from(byte);
+            at += 1 + *len;
+        }
+        let (span, rest) = whole.split_at_checked(at)?;
+        let text = std::str::from_utf8(span).ok()?;
+        self.rest = rest;
+        let (first, text) = text.get(1..)?.split_at_checked(lens[0])?;
+        let (second, text) = text.get(1..)?.split_at_checked(lens[1])?;
+        let third = text.get(1..)?;
+        Some([first, second, third])
     }
 }
 
@@ -228,6 +348,44 @@ mod tests {
             let n = write_varint(v, &mut buf);
             assert_eq!(read_varint(&buf[..n]).unwrap(), Some((v as usize, n)));
             assert_eq!(read_varint(&buf[..n - 1]).unwrap(), None);
+        }
+    }
+
+    // The fast reader's varints against postcard's, for every length of encoding (with
+    // and without bytes after it, so both the 8-byte gather and the bytewise loop run),
+    // including overlong (non-canonical) encodings, which postcard accepts, and runaway or
+    // overflowing ones, which it refuses.
+    #[test]
+    fn fast_varints_read_as_postcard_reads_them() {
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for bits in 0..64 {
+            for v in [1u64 << bits, (1u64 << bits) - 1, u64::MAX >> bits] {
+                cases.push(postcard::to_allocvec(&v).unwrap());
+            }
+        }
+        for len in 1..=11 {
+            let mut overlong = vec![0x80u8; len - 1];
+            overlong.push(0);
+            cases.push(overlong);
+            let mut ones = vec![0xffu8; len - 1];
+            ones.push(0x01);
+            cases.push(ones);
+            cases.push(vec![0xffu8; len]);
+        }
+        let mut nine_then_two = vec![0xffu8; 9];
+        nine_then_two.push(0x02);
+        cases.push(nine_then_two);
+        for case in cases {
+            for tail in [&[][..], &[0x05], &[0x80; 9], &[0x00; 12]] {
+                let mut bytes = case.clone();
+                bytes.extend_from_slice(tail);
+                let expected = postcard::take_from_bytes::<u64>(&bytes)
+                    .ok()
+                    .map(|(v, rest)| (v, rest.len()));
+                let mut r = Reader { rest: &bytes };
+                let got = r.u64().map(|v| (v, r.remaining()));
+                assert_eq!(got, expected, "{bytes:02x?}");
+            }
         }
     }
 

@@ -1,15 +1,19 @@
 //! Identifiers that cross the wire: users, devices, sessions, messages, sender keys.
 
-use serde::{Deserialize, Serialize};
+use compact_str::CompactString;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 
 use crate::limits::USER_ID_BYTES_MAX;
 
 /// A user's id: the verified `sub` of their token. 1 to [`USER_ID_BYTES_MAX`] bytes of
 /// UTF-8 with no control characters. Decoding checks this, so a `UserId` is always valid.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String")]
-pub struct UserId(String);
+///
+/// Ids of up to 24 bytes (the common case) are stored inline, without a heap allocation;
+/// longer ones live on the heap. On the wire it is a plain string, as a `String` would be.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(CompactString);
 
 /// Why a string is not a valid [`UserId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,21 +33,83 @@ impl UserId {
     /// Checks `id` and wraps it.
     pub fn new(id: impl Into<String>) -> Result<Self, UserIdError> {
         let id = id.into();
-        if id.is_empty() {
-            return Err(UserIdError::Empty);
-        }
-        if id.len() > USER_ID_BYTES_MAX {
-            return Err(UserIdError::TooLong(id.len()));
-        }
-        if id.chars().any(char::is_control) {
-            return Err(UserIdError::ControlCharacter);
-        }
-        Ok(Self(id))
+        check_user_id(&id)?;
+        // Inline when it fits; otherwise the `String`'s buffer is kept as it is.
+        Ok(Self(CompactString::from(id)))
+    }
+
+    /// Checks `id` and copies it (inline, without allocating, when it is short).
+    #[inline]
+    pub(crate) fn from_str_checked(id: &str) -> Result<Self, UserIdError> {
+        check_user_id(id)?;
+        Ok(Self(CompactString::new(id)))
     }
 
     /// The id as text.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
+    }
+}
+
+/// The rules of a [`UserId`]: 1 to [`USER_ID_BYTES_MAX`] bytes, no control character.
+#[inline]
+fn check_user_id(id: &str) -> Result<(), UserIdError> {
+    if id.is_empty() {
+        return Err(UserIdError::Empty);
+    }
+    if id.len() > USER_ID_BYTES_MAX {
+        return Err(UserIdError::TooLong(id.len()));
+    }
+    // Printable ASCII (0x20..=0x7e) holds no control character; only an id with another
+    // byte needs the per-character check. The byte test has no early exit.
+    let printable_ascii = id
+        .bytes()
+        .fold(true, |ok, b| ok & (0x20..0x7f).contains(&b));
+    if !printable_ascii && id.chars().any(char::is_control) {
+        return Err(UserIdError::ControlCharacter);
+    }
+    Ok(())
+}
+
+impl Serialize for UserId {
+    #[inline]
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(UserIdVisitor)
+    }
+}
+
+/// Builds a [`UserId`] from whatever string the format hands over, borrowed or owned,
+/// without an intermediate `String` (postcard lends the frame's bytes, already checked as
+/// UTF-8). A rule violation is a serde custom error, as with `#[serde(try_from)]`.
+struct UserIdVisitor;
+
+impl<'de> Visitor<'de> for UserIdVisitor {
+    type Value = UserId;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a user id string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<UserId, E> {
+        UserId::from_str_checked(v).map_err(E::custom)
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<UserId, E> {
+        UserId::new(v).map_err(E::custom)
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<UserId, E> {
+        match std::str::from_utf8(v) {
+            Ok(s) => self.visit_str(s),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Bytes(v), &self)),
+        }
     }
 }
 
@@ -57,13 +123,13 @@ impl TryFrom<String> for UserId {
 impl std::str::FromStr for UserId {
     type Err = UserIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(s)
+        Self::from_str_checked(s)
     }
 }
 
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

@@ -15,13 +15,15 @@ pub struct ConversationId(pub u64);
 impl ConversationId {
     /// The direct conversation between two users.
     pub fn direct(a: &UserId, b: &UserId) -> Self {
+        // `UserId` orders as its text does; look each text up once.
+        let (a, b) = (a.as_str(), b.as_str());
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         let mut h = Fnv1a::new();
-        h.write(lo.as_str().as_bytes());
+        h.write(lo.as_bytes());
         // A separator no user id contains (ids have no control characters), so
         // ("ab","c") and ("a","bc") differ.
         h.write(&[0]);
-        h.write(hi.as_str().as_bytes());
+        h.write(hi.as_bytes());
         Self(h.finish())
     }
 

@@ -341,6 +341,209 @@ proptest! {
     }
 }
 
+/// The hand-written shortcut for hot frames ([`Validate::decode_fast`]) must read a body
+/// exactly as postcard does: whenever it answers, postcard gives the same frame and the
+/// same number of bytes left over (when it does not answer, postcard decides alone).
+fn fast_path_agrees<T>(body: &[u8]) -> Result<bool, TestCaseError>
+where
+    T: DeserializeOwned + Validate + PartialEq + std::fmt::Debug,
+{
+    let Some((fast, rest)) = T::decode_fast(body) else {
+        return Ok(false);
+    };
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((slow, slow_rest)) => {
+            prop_assert_eq!(fast, slow);
+            prop_assert_eq!(rest, slow_rest.len());
+        }
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "the fast path read {fast:?} where postcard says {e:?}"
+            )));
+        }
+    }
+    Ok(true)
+}
+
+/// Whether a message's id and name fields are all under 128 bytes: the case the fast path
+/// reads itself (longer ones go to postcard).
+fn short_fields(m: &Message) -> bool {
+    [m.from.as_str(), &m.from_name, m.to.as_str()]
+        .iter()
+        .all(|s| s.len() < 128)
+}
+
+/// A message whose ids and name are near the 128-byte line where a length takes a
+/// second byte (the fast path reads one-byte lengths only), all in ASCII with one-byte
+/// numbers: a body that any misreading would likely still parse, so it shows.
+fn message_near_length_limits() -> impl Strategy<Value = Message> {
+    let id = "[a-z0-9]{120,128}".prop_map(|s| UserId::new(s).unwrap());
+    let small = 0u64..128;
+    (
+        (small.clone(), small.clone(), small.clone(), small),
+        id.clone(),
+        "[a-zA-Z ]{120,128}",
+        id,
+        "[ -~]{0,300}",
+    )
+        .prop_map(
+            |((id, epoch, counter, sent_at_ms), from, from_name, to, text)| Message {
+                id: MessageId(id),
+                from,
+                from_name,
+                to,
+                key: SenderKey { epoch, counter },
+                sent_at_ms,
+                text,
+            },
+        )
+}
+
+/// Damage to a body: bytes overwritten (with values that make lengths long, UTF-8
+/// invalid, ids hold control characters, varints run on), and maybe a cut.
+fn damage() -> impl Strategy<Value = (Vec<(prop::sample::Index, u8)>, Option<prop::sample::Index>)>
+{
+    let byte = prop_oneof![
+        any::<u8>(),
+        Just(0x00u8),
+        Just(0x01),
+        Just(0x7f),
+        Just(0x80),
+        Just(0xc2),
+        Just(0xff),
+    ];
+    (
+        prop::collection::vec((any::<prop::sample::Index>(), byte), 0..4),
+        prop::option::of(any::<prop::sample::Index>()),
+    )
+}
+
+fn damaged(
+    mut body: Vec<u8>,
+    edits: &[(prop::sample::Index, u8)],
+    cut: Option<prop::sample::Index>,
+) -> Vec<u8> {
+    for (at, value) in edits {
+        let i = at.index(body.len());
+        body[i] = *value;
+    }
+    if let Some(cut) = cut {
+        body.truncate(cut.index(body.len() + 1));
+    }
+    body
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn fast_path_reads_server_frames_as_postcard_does(f in prop_oneof![server_frame(), message_near_length_limits().prop_map(ServerFrame::Deliver)], (edits, cut) in damage(), extra in prop::collection::vec(any::<u8>(), 0..4)) {
+        let mut body = postcard::to_allocvec(&f).unwrap();
+        let handled = fast_path_agrees::<ServerFrame>(&body)?;
+        if let ServerFrame::Deliver(m) = &f {
+            prop_assert_eq!(handled, short_fields(m), "a plain delivery takes the fast path");
+        }
+        body.extend_from_slice(&extra);
+        fast_path_agrees::<ServerFrame>(&body)?;
+        fast_path_agrees::<ServerFrame>(&damaged(body, &edits, cut))?;
+    }
+
+    #[test]
+    fn fast_path_reads_core_frames_as_postcard_does(f in prop_oneof![
+        core_frame(),
+        message_near_length_limits().prop_map(|message| CoreFrame::Deliver { sessions: vec![SessionId(1)], message }),
+    ], (edits, cut) in damage(), extra in prop::collection::vec(any::<u8>(), 0..4)) {
+        let mut body = postcard::to_allocvec(&f).unwrap();
+        let handled = fast_path_agrees::<CoreFrame>(&body)?;
+        if let CoreFrame::Deliver { message, .. } = &f {
+            prop_assert_eq!(handled, short_fields(message), "a plain delivery takes the fast path");
+        }
+        body.extend_from_slice(&extra);
+        fast_path_agrees::<CoreFrame>(&body)?;
+        fast_path_agrees::<CoreFrame>(&damaged(body, &edits, cut))?;
+    }
+}
+
+/// A delivery whose every field is ordinary, for hand-damaged copies.
+fn plain_delivery() -> (Message, Vec<u8>) {
+    let m = Message {
+        id: MessageId(1_234_567),
+        from: UserId::new("player-1234").unwrap(),
+        from_name: "Player 1234".into(),
+        to: UserId::new("player-5678").unwrap(),
+        key: SenderKey {
+            epoch: 0x1234_5678_9abc,
+            counter: 42,
+        },
+        sent_at_ms: 1_795_000_000_000,
+        text: "x".repeat(64),
+    };
+    let bytes = encode_to_vec(&ServerFrame::Deliver(m.clone())).unwrap();
+    (m, bytes)
+}
+
+// The fast path refuses nothing itself: damage it meets is reported by postcard, with
+// the same error as for any other frame.
+#[test]
+fn damaged_deliveries_are_refused_with_their_own_error() {
+    let (m, bytes) = plain_delivery();
+    assert_eq!(
+        decode_exact::<ServerFrame>(&bytes),
+        Ok(ServerFrame::Deliver(m.clone()))
+    );
+    // Layout after the 1-byte prefix: variant, id (3 bytes), then `from`'s length.
+    let from_at = 1 + 1 + 3 + 1;
+    let name_at = from_at + m.from.as_str().len() + 1;
+    let text_at = bytes.len() - m.text.len();
+
+    for (at, bad) in [(text_at + 5, 0xffu8), (from_at, 0xc2), (name_at + 3, 0x80)] {
+        let mut b = bytes.clone();
+        b[at] = bad;
+        assert_eq!(
+            decode_exact::<ServerFrame>(&b),
+            Err(DecodeError::InvalidUtf8),
+            "byte {at}"
+        );
+    }
+    let mut b = bytes.clone();
+    b[from_at + 2] = 0x07;
+    assert_eq!(
+        decode_exact::<ServerFrame>(&b),
+        Err(DecodeError::Invalid("field value out of range"))
+    );
+    let mut b = bytes.clone();
+    b.push(0);
+    b[0] += 1;
+    assert_eq!(
+        decode_exact::<ServerFrame>(&b),
+        Err(DecodeError::TrailingBytes(1))
+    );
+    for cut in 0..bytes.len() {
+        let mut b = bytes[..cut].to_vec();
+        if let Some(prefix) = b.first_mut() {
+            *prefix = (cut.max(1) - 1) as u8;
+        }
+        assert_eq!(
+            decode_exact::<ServerFrame>(&b),
+            Err(DecodeError::Truncated),
+            "cut at {cut}"
+        );
+    }
+}
+
+// Names of 128 bytes and over (two-byte lengths) are left to postcard, and still decode.
+#[test]
+fn long_names_decode_too() {
+    let (mut m, _) = plain_delivery();
+    m.from_name = "é".repeat(64);
+    m.from = UserId::new("u".repeat(protocol::limits::USER_ID_BYTES_MAX)).unwrap();
+    let frame = ServerFrame::Deliver(m);
+    let body = postcard::to_allocvec(&frame).unwrap();
+    assert!(<ServerFrame as Validate>::decode_fast(&body).is_none());
+    let bytes = encode_to_vec(&frame).unwrap();
+    assert_eq!(decode_exact::<ServerFrame>(&bytes), Ok(frame));
+}
+
 // Field checks run after decoding: an invalid user id or an unordered ack range in an
 // otherwise well-formed frame is refused.
 #[test]

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::Message;
 use super::{Capabilities, Validate, check_len, check_ranges};
+use crate::codec::Reader;
 use crate::error::{DecodeError, ErrorCode};
 use crate::ids::{DeviceId, IdRange, MessageId, SenderKey, SessionId, ShardId, UserId};
 use crate::limits::{
@@ -162,6 +163,29 @@ impl Validate for EdgeFrame {
 
 impl Validate for CoreFrame {
     const VARIANTS: u32 = 6;
+
+    #[inline]
+    fn decode_fast(body: &[u8]) -> Option<(Self, usize)> {
+        // `Deliver` (variant 1, a one-byte varint) is nearly all the traffic.
+        match body {
+            [1, rest @ ..] => {
+                let mut r = Reader::new(rest)?;
+                let count = usize::try_from(r.u64()?).ok()?;
+                // Each id takes at least a byte: a longer list cannot be there (postcard
+                // would report it truncated), so this bounds the allocation too.
+                if count > r.remaining() {
+                    return None;
+                }
+                let mut sessions = Vec::with_capacity(count);
+                for _ in 0..count {
+                    sessions.push(SessionId(r.u64()?));
+                }
+                let message = Message::read_fast(&mut r)?;
+                Some((CoreFrame::Deliver { sessions, message }, r.remaining()))
+            }
+            _ => None,
+        }
+    }
 
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
