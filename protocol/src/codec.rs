@@ -5,7 +5,7 @@
 //! body with postcard, rejects trailing bytes, and runs the frame's [`Validate`] checks.
 //! Nothing here does I/O: bytes in, frames out.
 //!
-//! Message deliveries, nearly all the traffic, are read by a hand-written [`Reader`]
+//! Message deliveries, nearly all the traffic, are read by a hand-written `Reader`
 //! instead ([`Validate::decode_fast`]): it reads postcard's layout to the same frame, with
 //! one UTF-8 check for the ids and name together and no serde plumbing, and hands any body
 //! it does not find ordinary to postcard, so errors are always postcard's.
