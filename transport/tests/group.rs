@@ -238,6 +238,18 @@ async fn only_lanes_that_carry_frames_are_opened() {
     assert_eq!(got[1], odd);
 }
 
+/// Opens every unidirectional stream the peer allows (which it does not read, so it gives
+/// no new credit) and returns them.
+async fn use_up_uni_streams(conn: &quinn::Connection) -> Vec<quinn::SendStream> {
+    let mut taken = Vec::new();
+    for _ in 0..TransportProfile::client_link().uni_streams {
+        let mut send = conn.open_uni().await.unwrap();
+        send.write_all(&[STREAM_KIND_LANE]).await.unwrap();
+        taken.push(send);
+    }
+    taken
+}
+
 // A lane whose stream cannot be opened yet (the peer's stream limit is used up) keeps its
 // frames until it can; if the connection closes meanwhile, the lane's queue closes, so its
 // senders see `Closed` rather than wait forever.
@@ -245,13 +257,7 @@ async fn only_lanes_that_carry_frames_are_opened() {
 async fn a_lane_waits_for_stream_credit_and_closes_with_the_connection() {
     let dir = tempfile::tempdir().unwrap();
     let (_endpoints, server_conn, conn) = pair(dir.path()).await;
-    // Use up every unidirectional stream the peer allows (not read by it: no new credit).
-    let mut taken = Vec::new();
-    for _ in 0..TransportProfile::client_link().uni_streams {
-        let mut send = conn.open_uni().await.unwrap();
-        send.write_all(&[STREAM_KIND_LANE]).await.unwrap();
-        taken.push(send);
-    }
+    let taken = use_up_uni_streams(&conn).await;
     let lanes = LaneSenders::<EdgeFrame>::open(&conn, 2, 64, 0)
         .await
         .unwrap();
@@ -283,12 +289,7 @@ async fn a_lane_waits_for_stream_credit_and_closes_with_the_connection() {
 async fn a_lane_waiting_for_stream_credit_opens_when_it_comes() {
     let dir = tempfile::tempdir().unwrap();
     let (_endpoints, server_conn, conn) = pair(dir.path()).await;
-    let mut taken = Vec::new();
-    for _ in 0..TransportProfile::client_link().uni_streams {
-        let mut send = conn.open_uni().await.unwrap();
-        send.write_all(&[STREAM_KIND_LANE]).await.unwrap();
-        taken.push(send);
-    }
+    let mut taken = use_up_uni_streams(&conn).await;
     let lanes = LaneSenders::<EdgeFrame>::open(&conn, 1, 64, 0)
         .await
         .unwrap();
