@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+use transport::CopyPolicy;
 
 use protocol::DeviceId;
 use protocol::delivery::DeliveryConfig;
@@ -43,6 +44,12 @@ pub struct ClientConfig {
     pub event_queue: usize,
     /// Longest a connection attempt (QUIC handshake, `Hello`, `Welcome`, lanes) may take.
     pub connect_timeout: Duration,
+    /// When to send a second copy of small messages in a QUIC datagram, so a packet lost
+    /// on a lossy network costs a few milliseconds instead of a round trip and a half:
+    /// [`CopyPolicy::Auto`] (the default) while the connection is losing packets,
+    /// [`CopyPolicy::Always`], or [`CopyPolicy::Off`] (which also tells the edge not to
+    /// send copies to this client). Copies never change what is delivered or its order.
+    pub lane_copies: CopyPolicy,
 }
 
 impl ClientConfig {
@@ -64,6 +71,7 @@ impl ClientConfig {
             reconnect: Backoff::default(),
             event_queue: EVENT_QUEUE_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            lane_copies: CopyPolicy::default(),
         }
     }
 }

@@ -62,6 +62,7 @@ impl Client {
             server_name: config.server_name.clone(),
             device: config.device,
             connect_timeout: config.connect_timeout,
+            lane_copies: config.lane_copies,
         });
         let link = Link::dial(params.clone(), config.token.clone()).await?;
 

@@ -145,4 +145,5 @@ pub use protocol::delivery::DeliveryConfig;
 pub use protocol::frames::client::Accepted;
 pub use protocol::{DeviceId, ErrorCode, Message, MessageId, SenderKey, SessionId, UserId};
 pub use rustls_pki_types::CertificateDer;
+pub use transport::CopyPolicy;
 pub use transport::tls::TlsError;

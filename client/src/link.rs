@@ -12,11 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::frames::CAP_LANE_COPIES;
 use protocol::frames::client::{ClientFrame, Hello, Welcome};
 use protocol::frames::{PROTOCOL_VERSION, STREAM_KIND_LANE};
+use protocol::limits::FRAME_BYTES_MAX;
 use protocol::{DeviceId, ServerFrame};
 use tokio::sync::mpsc;
-use transport::{FrameSender, FramedRecv, LaneSenders, StreamError};
+use transport::{
+    Copier, CopyPolicy, CopyRouter, FrameSender, FramedRecv, LaneRecv, LaneSenders, StreamError,
+};
 
 use crate::error::ConnectError;
 
@@ -42,6 +46,7 @@ pub(crate) struct DialParams {
     pub(crate) server_name: String,
     pub(crate) device: DeviceId,
     pub(crate) connect_timeout: Duration,
+    pub(crate) lane_copies: CopyPolicy,
 }
 
 /// A ready connection.
@@ -70,7 +75,7 @@ impl Link {
                 .endpoint
                 .connect_with(params.quic.clone(), params.edge, &params.server_name)?;
         let conn = connecting.await.map_err(ConnectError::from_connection)?;
-        match Self::handshake(&conn, params.device, token).await {
+        match Self::handshake(&conn, params.device, token, params.lane_copies).await {
             Ok(link) => Ok(link),
             Err(e) => {
                 // The edge's close code explains a failed handshake better than the
@@ -95,6 +100,7 @@ impl Link {
         conn: &quinn::Connection,
         device: DeviceId,
         token: String,
+        lane_copies: CopyPolicy,
     ) -> Result<Link, ConnectError> {
         let (mut send, recv) = conn
             .open_bi()
@@ -105,7 +111,11 @@ impl Link {
             version: PROTOCOL_VERSION,
             token,
             device,
-            capabilities: 0,
+            capabilities: if lane_copies == CopyPolicy::Off {
+                0
+            } else {
+                CAP_LANE_COPIES
+            },
         });
         transport::write_frame(&mut send, &hello)
             .await
@@ -131,6 +141,12 @@ impl Link {
         // One writer task for the control stream and every lane; the room notification
         // wakes the driver when any of their queues has space again.
         let mut group = transport::WriterGroup::new(Some(Arc::default()));
+        // Copies travel each way only if both sides announced them.
+        let copies = lane_copies != CopyPolicy::Off && welcome.capabilities & CAP_LANE_COPIES != 0;
+        if copies {
+            group = group.with_copies(Copier::new(conn, lane_copies));
+        }
+        let router = copies.then(|| CopyRouter::spawn(conn));
         let control = group.add(send, None, CONTROL_QUEUE);
         let lanes = LaneSenders::open_in(
             &mut group,
@@ -146,7 +162,7 @@ impl Link {
         let (control_tx, control_rx) = mpsc::channel(CONTROL_INBOUND_QUEUE);
         tokio::spawn(read_stream(conn.clone(), control_recv, control_tx));
         let (lane_tx, lane_rx) = mpsc::channel(LANE_INBOUND_QUEUE);
-        tokio::spawn(accept_lanes(conn.clone(), lane_tx));
+        tokio::spawn(accept_lanes(conn.clone(), lane_tx, router));
         Ok(Link {
             conn: conn.clone(),
             welcome,
@@ -170,17 +186,36 @@ fn stream_error(e: StreamError) -> ConnectError {
 
 /// Accepts every lane the edge opens (at most `LANES_MAX` at once: the transport
 /// profile's stream limit) and reads each in its own task.
-async fn accept_lanes(conn: quinn::Connection, tx: mpsc::Sender<ServerFrame>) {
+async fn accept_lanes(
+    conn: quinn::Connection,
+    tx: mpsc::Sender<ServerFrame>,
+    router: Option<CopyRouter>,
+) {
     while let Ok(recv) = conn.accept_uni().await {
         let conn = conn.clone();
         let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut framed = FramedRecv::new(recv);
-            match framed.expect_kind(STREAM_KIND_LANE).await {
-                Ok(()) => read_stream(conn, framed, tx).await,
-                Err(e) => fail(&conn, &e),
+        let lane = LaneRecv::new(recv, STREAM_KIND_LANE, FRAME_BYTES_MAX, router.as_ref());
+        tokio::spawn(read_lane(conn, lane, tx));
+    }
+}
+
+/// Forwards frames from one of the edge's lanes (merged with its copies) to the driver,
+/// as [`read_stream`] does for the control stream.
+async fn read_lane(
+    conn: quinn::Connection,
+    mut lane: LaneRecv<ServerFrame>,
+    tx: mpsc::Sender<ServerFrame>,
+) {
+    loop {
+        match lane.next().await {
+            Ok(Some(frame)) => {
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
             }
-        });
+            Ok(None) => return,
+            Err(e) => return fail(&conn, &e),
+        }
     }
 }
 

@@ -18,9 +18,10 @@ use protocol::ErrorCode;
 use protocol::frames::STREAM_KIND_LANE;
 use protocol::frames::client::{ClientFrame, Rejected, SendMessage, ServerFrame};
 use protocol::frames::link::{Attach, Submit};
+use protocol::limits::FRAME_BYTES_MAX;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
-use transport::{FramedRecv, LaneSenders, StreamError, WriterGroup};
+use transport::{Copier, CopyRouter, FramedRecv, LaneRecv, LaneSenders, StreamError, WriterGroup};
 
 use crate::error::SessionEnd;
 use crate::handshake::{self, Welcomed};
@@ -51,12 +52,19 @@ pub(crate) async fn serve(
         session: id,
         control_send,
         control_recv,
+        copies,
     } = welcomed;
 
     // Fails only if the stream is already gone; the writer then reports it.
     let _ = control_send.set_priority(CONTROL_PRIORITY);
     // One writer task for the control stream and every lane of this client.
     let mut group = WriterGroup::new(None);
+    // The client's copies are read (and its deliveries copied) only if both sides
+    // announced lane copies.
+    let router = copies.then(|| CopyRouter::spawn(&conn));
+    if copies {
+        group = group.with_copies(Copier::new(&conn, shared.settings.lane_copies));
+    }
     let control = group.add(control_send, None, CLIENT_CONTROL_QUEUE_FRAMES);
     let lanes = match LaneSenders::open_in(
         &mut group,
@@ -104,7 +112,7 @@ pub(crate) async fn serve(
 
     let mut tasks = JoinSet::new();
     tasks.spawn(read_control(shared.clone(), session.clone(), control_recv));
-    tasks.spawn(accept_lanes(shared.clone(), session.clone()));
+    tasks.spawn(accept_lanes(shared.clone(), session.clone(), router));
     let pump_session = session.clone();
     let links = shared.links.clone();
     tasks.spawn(async move {
@@ -169,7 +177,11 @@ async fn read_control(
 }
 
 /// Accepts the client's lanes (at most the announced number) and runs a reader on each.
-async fn accept_lanes(shared: Arc<Shared>, session: Arc<Session>) -> Result<(), SessionEnd> {
+async fn accept_lanes(
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+    router: Option<CopyRouter>,
+) -> Result<(), SessionEnd> {
     let mut readers = JoinSet::new();
     let mut opened = 0u32;
     loop {
@@ -182,7 +194,8 @@ async fn accept_lanes(shared: Arc<Shared>, session: Arc<Session>) -> Result<(), 
                         format!("opened more than the {} lanes announced", shared.settings.lanes),
                     ));
                 }
-                readers.spawn(read_lane(shared.clone(), session.clone(), recv, opened));
+                let lane = LaneRecv::new(recv, STREAM_KIND_LANE, FRAME_BYTES_MAX, router.as_ref());
+                readers.spawn(read_lane(shared.clone(), session.clone(), lane, opened));
                 opened += 1;
             }
             Some(result) = readers.join_next() => {
@@ -198,16 +211,12 @@ async fn accept_lanes(shared: Arc<Shared>, session: Arc<Session>) -> Result<(), 
 async fn read_lane(
     shared: Arc<Shared>,
     session: Arc<Session>,
-    recv: quinn::RecvStream,
+    mut recv: LaneRecv<ClientFrame>,
     index: u32,
 ) -> Result<(), SessionEnd> {
-    let mut recv = FramedRecv::new(recv);
     let name = format!("lane {index}");
-    if let Err(e) = recv.expect_kind(STREAM_KIND_LANE).await {
-        return stream_failed(&name, e);
-    }
     loop {
-        match recv.next::<ClientFrame>().await {
+        match recv.next().await {
             Ok(Some(ClientFrame::Send(message))) => accept_send(&shared, &session, message).await,
             Ok(Some(ClientFrame::Hello(_))) => {
                 return Err(SessionEnd::new(

@@ -25,6 +25,7 @@ use protocol::limits::{
     EDGE_NAME_BYTES_MAX, LANES_DEFAULT, LANES_MAX, TEXT_BYTES_MAX_CEILING, TEXT_BYTES_MAX_DEFAULT,
 };
 use serde::Deserialize;
+use transport::CopyPolicy;
 
 use crate::error::EdgeError;
 
@@ -83,6 +84,13 @@ pub struct EdgeConfig {
     /// answers (back-pressure, not rejection). Default 256.
     #[serde(default = "default_inflight_per_session")]
     pub inflight_per_session: usize,
+    /// When to send a second copy of small deliveries in a QUIC datagram, so that a
+    /// packet lost on a lossy client link costs a few milliseconds instead of a round
+    /// trip and a half: `"auto"` (default: while the connection is losing packets),
+    /// `"always"` or `"off"`. With `"off"` the edge also neither asks for nor reads its
+    /// clients' copies. See `transport::copies`.
+    #[serde(default)]
+    pub lane_copies: CopyPolicy,
 }
 
 /// The core shard the edge connects to.
@@ -192,6 +200,7 @@ impl EdgeConfig {
             name: default_name(),
             client_queue_frames: default_client_queue_frames(),
             inflight_per_session: default_inflight_per_session(),
+            lane_copies: CopyPolicy::default(),
         }
     }
 

@@ -83,6 +83,7 @@ impl Edge {
             lanes: config.lanes,
             client_queue_frames: config.client_queue_frames,
             inflight_per_session: config.inflight_per_session,
+            lane_copies: config.lane_copies,
             limits: Limits {
                 text_bytes_max: u32::try_from(config.text_bytes_max).unwrap_or(u32::MAX),
                 send_per_second: config.send_per_second,

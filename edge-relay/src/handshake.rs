@@ -7,11 +7,11 @@
 //! was wrong (e.g. `TokenExpired`, "token expired; ask the game backend for a new one").
 
 use protocol::ErrorCode;
-use protocol::frames::PROTOCOL_VERSION;
 use protocol::frames::client::{ClientFrame, Hello, ServerFrame, Welcome};
+use protocol::frames::{CAP_LANE_COPIES, Capabilities, PROTOCOL_VERSION};
 use protocol::ids::{DeviceId, SessionId};
 use tokio::time::{Instant, timeout_at};
-use transport::{FramedRecv, write_frame};
+use transport::{CopyPolicy, FramedRecv, write_frame};
 
 use crate::auth::Identity;
 use crate::error::SessionEnd;
@@ -26,6 +26,9 @@ pub(crate) struct Welcomed {
     pub(crate) session: SessionId,
     pub(crate) control_send: quinn::SendStream,
     pub(crate) control_recv: FramedRecv,
+    /// The client reads lane copies and this edge sends them: copy its deliveries (as
+    /// the edge's policy says) and read its copies.
+    pub(crate) copies: bool,
 }
 
 /// Why a handshake did not produce a session.
@@ -67,13 +70,14 @@ pub(crate) async fn run(shared: &Shared, incoming: quinn::Incoming) -> Option<We
         ))),
     };
     match result {
-        Ok((identity, device, session, control_send, control_recv)) => Some(Welcomed {
+        Ok((identity, device, session, control_send, control_recv, copies)) => Some(Welcomed {
             conn,
             identity,
             device,
             session,
             control_send,
             control_recv,
+            copies,
         }),
         Err(Refused::Close(end)) => {
             tracing::debug!(%remote, code = %end.code, reason = %end.reason, "refusing client");
@@ -84,7 +88,15 @@ pub(crate) async fn run(shared: &Shared, incoming: quinn::Incoming) -> Option<We
     }
 }
 
-type Accepted = (Identity, DeviceId, SessionId, quinn::SendStream, FramedRecv);
+/// What a good `Hello` yields; the last field says whether both sides use lane copies.
+type Accepted = (
+    Identity,
+    DeviceId,
+    SessionId,
+    quinn::SendStream,
+    FramedRecv,
+    bool,
+);
 
 async fn welcome(shared: &Shared, conn: &quinn::Connection) -> Result<Accepted, Refused> {
     let (mut send, recv) = conn.accept_bi().await.map_err(|_| Refused::Gone)?;
@@ -131,12 +143,22 @@ async fn welcome(shared: &Shared, conn: &quinn::Connection) -> Result<Accepted, 
         name: identity.name.clone(),
         session,
         limits: shared.settings.limits,
-        capabilities: 0,
+        capabilities: welcome_copies(shared),
     };
     write_frame(&mut send, &ServerFrame::Welcome(welcome))
         .await
         .map_err(|_| Refused::Gone)?;
-    Ok((identity, hello.device, session, send, recv))
+    let copies = welcome_copies(shared) != 0 && hello.capabilities & CAP_LANE_COPIES != 0;
+    Ok((identity, hello.device, session, send, recv, copies))
+}
+
+/// The lane-copy capability this edge announces: it reads copies unless they are off.
+fn welcome_copies(shared: &Shared) -> Capabilities {
+    if shared.settings.lane_copies == CopyPolicy::Off {
+        0
+    } else {
+        CAP_LANE_COPIES
+    }
 }
 
 fn close(code: ErrorCode, reason: String) -> Refused {

@@ -19,6 +19,9 @@ pub(crate) struct Settings {
     pub(crate) lanes: u8,
     pub(crate) client_queue_frames: usize,
     pub(crate) inflight_per_session: usize,
+    /// When deliveries are copied into datagrams; `Off` also means the edge does not
+    /// read its clients' copies.
+    pub(crate) lane_copies: transport::CopyPolicy,
     /// What `Welcome` announces.
     pub(crate) limits: Limits,
 }

@@ -17,10 +17,13 @@
 //! - [`lanes`]: conversation ids and the conversation→lane mapping.
 //! - [`shard`]: [`ShardMap`], which core shard owns which user.
 //! - [`limits`]: every protocol limit, named once.
+//! - [`copies`]: lane copies, a second copy of small lane frames in a QUIC datagram on
+//!   lossy links, and [`copies::LaneMerge`], which merges them with the stream.
 //! - [`delivery`]: the client's delivery state machine: outbox, acknowledgements,
 //!   de-duplication, re-send after reconnect.
 
 pub mod codec;
+pub mod copies;
 pub mod delivery;
 pub mod error;
 pub mod frames;

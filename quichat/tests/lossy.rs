@@ -104,6 +104,92 @@ async fn over_a_lossy_reordering_duplicating_link_every_message_arrives_once_in_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_lane_copies_both_ways_a_paced_chat_over_a_lossy_link_arrives_once_in_order() {
+    // Lane copies send small lane writes twice (stream and datagram), and the proxy also
+    // duplicates and reorders datagrams, copies included: whichever copy arrives first,
+    // each message must be shown once and each conversation stay in order.
+    const RECIPIENTS: usize = 3;
+    const EACH: usize = 60;
+    const SEED: u64 = 0x5eed_0033;
+    let h = Harness::new();
+    let core = h.start_core().await;
+    let mut edge_config = h.edge_config(core.local_addr());
+    edge_config.lane_copies = client::CopyPolicy::Always;
+    let edge = h.start_edge(edge_config).await;
+    let link = LinkConfig {
+        loss: 0.10,
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(5),
+        reorder: 0.05,
+        duplicate: 0.05,
+        seed: SEED,
+        ..LinkConfig::default()
+    };
+    let proxy = UdpProxy::start(ProxyConfig::new(edge.local_addr()).with_links(link))
+        .await
+        .unwrap();
+    let via_proxy = proxy.local_addr();
+    let with_copies = |user: &str, device: u64| {
+        let mut config = h.client_config(via_proxy, user, device);
+        config.lane_copies = client::CopyPolicy::Always;
+        config
+    };
+
+    let mut collectors = Vec::new();
+    let mut recipients = Vec::new();
+    for r in 0..RECIPIENTS {
+        let name = format!("friend{r}");
+        let (client, mut events) = h.connect_with(with_copies(&name, 10 + r as u64)).await;
+        assert!(until_synced(&mut events, WAIT).await.messages.is_empty());
+        collectors.push(spawn_collect(events, EACH, Duration::from_secs(50)));
+        recipients.push(client);
+    }
+    let (alice, _alice_events) = h.connect_with(with_copies("alice", 1)).await;
+
+    // Paced like chat, so each lane write is small enough to be copied.
+    let mut sent = vec![Vec::new(); RECIPIENTS];
+    let mut pending = Vec::new();
+    for i in 0..EACH {
+        for (r, sent) in sent.iter_mut().enumerate() {
+            let text = format!("to friend{r}: {i:03}");
+            let to = uid(&format!("friend{r}"));
+            pending.push(alice.queue(&to, text.clone()).await.unwrap());
+            sent.push(text);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for p in pending {
+        within(
+            Duration::from_secs(50),
+            "Accepted over the lossy link",
+            p.accepted(),
+        )
+        .await
+        .unwrap();
+    }
+    for (r, collector) in collectors.into_iter().enumerate() {
+        let (got, _events) = within(Duration::from_secs(50), "a recipient's messages", collector)
+            .await
+            .unwrap();
+        assert_in_order_once(
+            &format!("friend{r} (seed {SEED:#x})"),
+            &sent[r],
+            &got.texts(),
+        );
+    }
+    let stats = proxy.stats();
+    assert!(stats.to_upstream.dropped() > 0 && stats.to_client.dropped() > 0);
+
+    alice.close().await;
+    for client in recipients {
+        client.close().await;
+    }
+    proxy.shutdown().await;
+    edge.shutdown().await;
+    core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_a_lossy_link_between_edge_and_core_both_directions_stay_complete_and_in_order() {
     // Edges and cores may sit in different data centres: the batched link between them
     // must survive loss, reordering and duplicates too, for traffic both ways.

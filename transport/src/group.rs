@@ -27,6 +27,7 @@ use protocol::codec;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::copies::{COPY_FRAME_BYTES_MAX, Copier};
 use crate::fine_timer::{self, FineSleep};
 use crate::framed::{FINISH_WAIT, FrameSender, WriterItem, WriterStats};
 
@@ -49,6 +50,8 @@ pub struct WriterGroup<T> {
     members: Vec<Member<T>>,
     room: Option<Arc<Notify>>,
     linger: Duration,
+    /// Sends copies of small lane writes, if the peer reads them.
+    copier: Option<Copier>,
     task: Arc<TaskWaker>,
 }
 
@@ -137,6 +140,16 @@ struct Member<T> {
     /// Whoever asked for the finish, answered once the peer has read everything.
     finish: Option<oneshot::Sender<()>>,
     stats: Arc<WriterStats>,
+    /// Frames encoded so far: the next frame's number on this stream (lane copies name
+    /// frames by it).
+    seq: u64,
+    /// A lane whose writes may be copied (see [`crate::copies`]).
+    copyable: bool,
+    /// The frames to copy once they are written: consecutive, the first numbered
+    /// `copy_first`, `copy_frames` of them.
+    copy: BytesMut,
+    copy_first: u64,
+    copy_frames: u64,
 }
 
 /// What became of a member in one round.
@@ -154,7 +167,12 @@ enum Round {
 impl<T: Serialize> Member<T> {
     /// Takes what the queue holds (while the pending buffer has room). Whether frames
     /// were taken.
-    fn take(&mut self, cx: &mut Context<'_>, items: &mut Vec<WriterItem<T>>) -> bool {
+    fn take(
+        &mut self,
+        cx: &mut Context<'_>,
+        items: &mut Vec<WriterItem<T>>,
+        copying: bool,
+    ) -> bool {
         if self.done_reading || self.buf.len() >= BATCH_BYTES_MAX {
             return false;
         }
@@ -164,7 +182,7 @@ impl<T: Serialize> Member<T> {
                 true
             }
             Poll::Ready(_) => {
-                self.encode(items);
+                self.encode(items, copying && self.copyable);
                 true
             }
             Poll::Pending => false,
@@ -252,7 +270,10 @@ impl<T: Serialize> Member<T> {
         }
     }
 
-    fn encode(&mut self, items: &mut Vec<WriterItem<T>>) {
+    fn encode(&mut self, items: &mut Vec<WriterItem<T>>, copying: bool) {
+        if !copying {
+            self.drop_copy();
+        }
         for item in items.drain(..) {
             match item {
                 WriterItem::Frame(frame) if !self.done_reading => {
@@ -265,8 +286,15 @@ impl<T: Serialize> Member<T> {
                     {
                         self.buf.extend_from_slice(&[kind]);
                     }
+                    let frame_start = self.buf.len();
                     match codec::encode(&*frame, &mut self.buf) {
-                        Ok(()) => self.frames_in_buf += 1,
+                        Ok(()) => {
+                            self.frames_in_buf += 1;
+                            if copying {
+                                self.copy_frame(frame_start);
+                            }
+                            self.seq += 1;
+                        }
                         // Frames are checked where they enter, so this is a bug; drop the
                         // one frame rather than the stream.
                         Err(e) => {
@@ -283,6 +311,48 @@ impl<T: Serialize> Member<T> {
                 }
             }
         }
+    }
+
+    /// Adds the frame just encoded at `buf[start..]` to the copy. A copy holds consecutive
+    /// frames up to [`COPY_FRAME_BYTES_MAX`]: when this one does not fit, the copy starts
+    /// again from it (a frame too large for any copy is not copied).
+    fn copy_frame(&mut self, start: usize) {
+        let len = self.buf.len() - start;
+        if self.copy.len() + len > COPY_FRAME_BYTES_MAX
+            || self.copy_frames as usize == protocol::copies::COPY_FRAMES_MAX
+        {
+            self.drop_copy();
+        }
+        if len > COPY_FRAME_BYTES_MAX {
+            return;
+        }
+        if self.copy_frames == 0 {
+            self.copy_first = self.seq;
+        }
+        self.copy.extend_from_slice(&self.buf[start..]);
+        self.copy_frames += 1;
+    }
+
+    fn drop_copy(&mut self) {
+        self.copy.clear();
+        self.copy_frames = 0;
+    }
+
+    /// Once every frame of the copy is in quinn's hands, hands the copy to `copier`.
+    fn schedule_copy(&mut self, copier: &mut Copier, now: Instant) {
+        if self.copy_frames == 0 || !self.buf.is_empty() {
+            return;
+        }
+        if let Stream::Open(send) = &self.stream {
+            copier.schedule(
+                send.id(),
+                self.copy_first,
+                self.copy_frames,
+                &self.copy,
+                now,
+            );
+        }
+        self.drop_copy();
     }
 
     /// Ends the stream cleanly (it may already be reset by the peer); a requested finish
@@ -322,7 +392,17 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
             members: Vec::new(),
             room,
             linger: Duration::ZERO,
+            copier: None,
         }
+    }
+
+    /// Lets the task send copies of small lane writes in QUIC datagrams (see
+    /// [`crate::copies`]), as `copier`'s policy says. Only streams added with
+    /// [`WriterGroup::add_lazy`] (lanes) are copied. Give it only a peer that announced
+    /// [`protocol::frames::CAP_LANE_COPIES`].
+    pub fn with_copies(mut self, copier: Copier) -> Self {
+        self.copier = Some(copier);
+        self
     }
 
     /// Lets the task hold frames back for up to `linger` when it wrote less than
@@ -381,6 +461,7 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
     }
 
     fn push(&mut self, stream: Stream, buf: BytesMut, queue: usize) -> FrameSender<T> {
+        let copyable = matches!(stream, Stream::Unopened { .. });
         let (tx, rx) = mpsc::channel(queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let wake = Arc::new(MemberWake {
@@ -398,6 +479,11 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
             done_reading: false,
             finish: None,
             stats: stats.clone(),
+            seq: 0,
+            copyable,
+            copy: BytesMut::new(),
+            copy_first: 0,
+            copy_frames: 0,
         });
         FrameSender::new(tx, stats)
     }
@@ -415,6 +501,7 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
             mut members,
             room,
             linger,
+            mut copier,
             task,
         } = self;
         let mut items = Vec::new();
@@ -424,15 +511,23 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
         poll_fn(|cx| {
             // Members wake the task through their own wakers (see `MemberWake`).
             task.register(cx.waker());
+            if let Some(copier) = copier.as_mut() {
+                copier.poll_send(cx);
+            }
             for _ in 0..ROUNDS_PER_POLL {
                 let mut took = false;
+                let now = copier.as_ref().map(|_| Instant::now());
+                let copying = match (copier.as_mut(), now) {
+                    (Some(copier), Some(now)) => copier.active(now),
+                    _ => false,
+                };
                 for member in members.iter_mut() {
                     if !member.wake.woken.swap(false, Ordering::AcqRel) {
                         continue;
                     }
                     let waker = member.waker.clone();
                     let mut mcx = Context::from_waker(&waker);
-                    if member.take(&mut mcx, &mut items) {
+                    if member.take(&mut mcx, &mut items, copying) {
                         took = true;
                         // More may be queued: poll again until the queue says `Pending`
                         // (and so has registered the waker).
@@ -481,7 +576,11 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
                     member.write_due = false;
                     let waker = member.waker.clone();
                     let mut mcx = Context::from_waker(&waker);
-                    match member.write(&mut mcx) {
+                    let round = member.write(&mut mcx);
+                    if let (Some(copier), Some(now)) = (copier.as_mut(), now) {
+                        member.schedule_copy(copier, now);
+                    }
+                    match round {
                         Round::Idle => i += 1,
                         Round::Progress => {
                             progress = true;
@@ -503,6 +602,9 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
                 }
                 if members.is_empty() {
                     return Poll::Ready(());
+                }
+                if let Some(copier) = copier.as_mut() {
+                    copier.poll_send(cx);
                 }
                 if !progress {
                     // Every queue and every blocked stream has registered this task.

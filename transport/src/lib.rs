@@ -16,8 +16,12 @@
 //!   frames queued on different streams at the same time share datagrams.
 //! - [`lanes`]: [`LaneSenders`], a set of unidirectional message lanes, each opened at its
 //!   first frame.
+//! - [`copies`]: lane copies on lossy links: [`Copier`] (sending, driven by the
+//!   [`WriterGroup`]), [`CopyRouter`] and [`LaneRecv`] (receiving: a lane merged with its
+//!   copies), [`CopyPolicy`].
 //! - [`close`]/[`close_code`]: application close codes from and to [`ErrorCode`].
 
+pub mod copies;
 pub mod fine_timer;
 pub mod framed;
 pub mod group;
@@ -26,6 +30,7 @@ pub mod pki;
 pub mod profile;
 pub mod tls;
 
+pub use copies::{Copier, CopyPolicy, CopyRouter, CopyStats, LaneRecv};
 pub use framed::{
     FrameSender, FramedRecv, StreamError, TrySendError, spawn_writer, spawn_writer_notifying,
     write_frame,

@@ -27,8 +27,12 @@ pub const ALPN_CLIENT: &[u8] = b"quichat/1";
 pub const ALPN_CORE: &[u8] = b"quichat-core/1";
 
 /// Capability bits a peer announces in its hello, so newer frame kinds are only sent to
-/// peers that understand them. No optional capabilities exist in version 1.
+/// peers that understand them.
 pub type Capabilities = u64;
+
+/// Capability: "I read lane copies" — QUIC datagrams carrying a second copy of lane
+/// frames (see [`crate::copies`]). A peer sends copies only to a peer that announced it.
+pub const CAP_LANE_COPIES: Capabilities = 1;
 
 /// A frame family that can check its own fields after decoding: lengths and orderings
 /// serde cannot express. The codec calls it on every decoded frame, so a frame that comes

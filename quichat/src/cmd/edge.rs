@@ -74,6 +74,10 @@ pub struct EdgeArgs {
     /// Messages per session awaiting the core's answer.
     #[arg(long)]
     pub inflight_per_session: Option<usize>,
+    /// When to copy small deliveries into datagrams on lossy client links: auto, always
+    /// or off.
+    #[arg(long)]
+    pub lane_copies: Option<transport::CopyPolicy>,
 }
 
 impl EdgeArgs {
@@ -103,6 +107,7 @@ impl EdgeArgs {
         o.set("name", self.name.as_ref())?;
         o.set("client_queue_frames", self.client_queue_frames.as_ref())?;
         o.set("inflight_per_session", self.inflight_per_session.as_ref())?;
+        o.set("lane_copies", self.lane_copies.as_ref())?;
         Ok(edge_relay::EdgeConfig::from_toml_str(&o.to_toml()?)?)
     }
 }
