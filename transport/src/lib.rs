@@ -21,6 +21,7 @@
 //!   copies), [`CopyPolicy`].
 //! - [`close`]/[`close_code`]: application close codes from and to [`ErrorCode`].
 
+pub mod congestion;
 pub mod copies;
 pub mod fine_timer;
 pub mod framed;

@@ -9,6 +9,15 @@ use std::time::Duration;
 
 use protocol::limits::LANES_MAX;
 
+use crate::congestion::FlooredCubic;
+
+/// The congestion floor of client links: 32 KiB, about 27 full packets, twice TCP's
+/// initial window. Measured (`quichat-hol`, 2 % loss, 50 ms round trip, 500 msg/s on one
+/// connection): without a floor, lane copies raised p50 from 55 to 58 ms and left p99 at
+/// 138 ms, the connection held at two packets per round trip; with it, p50 53 ms and p99
+/// 60 ms.
+pub const CLIENT_CONGESTION_FLOOR_BYTES: u32 = 32 * 1024;
+
 /// quinn transport settings for one kind of link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportProfile {
@@ -25,6 +34,9 @@ pub struct TransportProfile {
     pub stream_window: u32,
     /// Receive window for the whole connection, bytes.
     pub conn_window: u32,
+    /// Bytes in flight the congestion controller allows whatever losses it saw (0: plain
+    /// CUBIC, down to two packets). See [`crate::congestion`] for why chat links want one.
+    pub congestion_floor: u32,
 }
 
 impl TransportProfile {
@@ -37,6 +49,7 @@ impl TransportProfile {
             bidi_streams: 1,
             stream_window: 256 * 1024,
             conn_window: 1024 * 1024,
+            congestion_floor: CLIENT_CONGESTION_FLOOR_BYTES,
         }
     }
 
@@ -49,6 +62,8 @@ impl TransportProfile {
             bidi_streams: 1,
             stream_window: 4 * 1024 * 1024,
             conn_window: 32 * 1024 * 1024,
+            // A data-centre link: loss there is congestion, so CUBIC as it is.
+            congestion_floor: 0,
         }
     }
 
@@ -64,6 +79,11 @@ impl TransportProfile {
         t.stream_receive_window(self.stream_window.into());
         t.receive_window(self.conn_window.into());
         t.send_window(u64::from(self.conn_window));
+        if self.congestion_floor > 0 {
+            t.congestion_controller_factory(Arc::new(FlooredCubic::new(u64::from(
+                self.congestion_floor,
+            ))));
+        }
         Arc::new(t)
     }
 }

@@ -21,6 +21,7 @@ use benches::hol::quichat::{self, Burst, QuichatCell, QuichatOutcome};
 use benches::hol::report::{self, LivenessRow, LossRow, Report, Settings};
 use benches::hol::{Fan, LinkShape, Workload};
 use clap::Parser;
+use client::CopyPolicy;
 
 /// The head-of-line benchmark: quichat lanes vs one stream vs mosquitto/TCP under loss.
 ///
@@ -242,21 +243,28 @@ async fn run(args: &Args) -> Result<Report> {
         eprintln!("mosquitto cells skipped: {reason}");
     }
     let fan = args.fan.into();
-    let quichat_cell = |lanes: u8, link: LinkShape, workload: &Workload, burst| QuichatCell {
-        workload: workload.clone(),
-        fan,
-        lanes,
-        link,
-        drain,
-        burst,
-    };
+    // The product's default (lanes, copies while the link loses packets), lanes alone,
+    // and the TCP-like baseline: one stream, no copies.
+    let (auto, off) = (CopyPolicy::Auto, CopyPolicy::Off);
+    let quichat_cell =
+        |lanes: u8, copies, link: LinkShape, workload: &Workload, burst| QuichatCell {
+            workload: workload.clone(),
+            fan,
+            lanes,
+            copies,
+            link,
+            drain,
+            burst,
+        };
 
     let mut rows = Vec::new();
     let mut loss_free = None;
     for (index, &percent) in args.loss.iter().enumerate() {
         let link = args.link(percent, index)?;
-        let lanes = run_cell(&quichat_cell(args.lanes, link, &workload, None)).await?;
-        let one_stream = run_cell(&quichat_cell(1, link, &workload, None)).await?;
+        let lanes = run_cell(&quichat_cell(args.lanes, auto, link, &workload, None)).await?;
+        let lanes_no_copies =
+            run_cell(&quichat_cell(args.lanes, off, link, &workload, None)).await?;
+        let one_stream = run_cell(&quichat_cell(1, off, link, &workload, None)).await?;
         let mosquitto = if args.no_mqtt {
             MqttRow::NotRun
         } else if let Some(reason) = &mqtt_unavailable {
@@ -281,6 +289,7 @@ async fn run(args: &Args) -> Result<Report> {
         rows.push(LossRow::new(
             link.loss,
             lanes,
+            lanes_no_copies,
             one_stream,
             mosquitto,
             loss_free.as_ref(),
@@ -300,15 +309,22 @@ async fn run(args: &Args) -> Result<Report> {
         let workload = args.workload(args.liveness_duration)?;
         for (index, &percent) in args.liveness_loss.iter().enumerate() {
             let link = args.link(percent, index)?;
-            let lanes = run_cell(&quichat_cell(args.lanes, link, &workload, Some(burst))).await?;
-            let one_stream = run_cell(&quichat_cell(1, link, &workload, Some(burst))).await?;
+            let lanes = run_cell(&quichat_cell(
+                args.lanes,
+                auto,
+                link,
+                &workload,
+                Some(burst),
+            ))
+            .await?;
+            let one_stream = run_cell(&quichat_cell(1, off, link, &workload, Some(burst))).await?;
             liveness.push(LivenessRow::new(link.loss, lanes, one_stream));
         }
     }
 
     let quichat_clean = rows
         .iter()
-        .flat_map(|r| [&r.lanes, &r.one_stream])
+        .flat_map(|r| [&r.lanes, &r.lanes_no_copies, &r.one_stream])
         .chain(liveness.iter().flat_map(|r| [&r.lanes, &r.one_stream]))
         .all(|o| o.integrity.is_clean() && o.send_errors == 0);
     let mut report = Report {
@@ -342,8 +358,9 @@ async fn run(args: &Args) -> Result<Report> {
 
 async fn run_cell(cell: &QuichatCell) -> Result<QuichatOutcome> {
     eprintln!(
-        "cell: quichat, {} lane(s), loss {} %{}",
+        "cell: quichat, {} lane(s), copies {}, loss {} %{}",
         cell.lanes,
+        cell.copies,
         cell.link.loss * 100.0,
         if cell.burst.is_some() {
             ", with the burst"

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use client::{Client, Event, Events};
+use client::{Client, CopyPolicy, Event, Events};
 use protocol::{ConversationId, UserId};
 use serde::Serialize;
 use testkit::{LinkConfig, ProxyConfig, UdpProxy};
@@ -50,6 +50,8 @@ pub struct QuichatCell {
     pub fan: Fan,
     /// Lanes per direction (the edge announces them; 1 is the one-stream baseline).
     pub lanes: u8,
+    /// Lane copies at the edge and every client (the baseline has them off: TCP-like).
+    pub copies: CopyPolicy,
     /// Loss and delay between every client and the edge.
     pub link: LinkShape,
     /// Longest wait for the last deliveries after sending stops.
@@ -95,6 +97,8 @@ pub struct ProxyCounts {
 pub struct QuichatOutcome {
     /// Lanes the edge used.
     pub lanes: u8,
+    /// Lane copies at the edge and every client.
+    pub copies: CopyPolicy,
     /// Loss probability each way.
     pub loss: f64,
     /// Latency of every measured message (without the burst conversation, if any).
@@ -128,8 +132,12 @@ pub async fn run(cell: &QuichatCell) -> Result<QuichatOutcome> {
     let workload = &cell.workload;
     // The sender's sustained rate and bursts are far above the edge's default limits
     // (50/s, burst 100); `StackOptions::default` lifts them.
-    let lanes = cell.lanes;
-    let stack = Stack::start_with(StackOptions::default(), |edge| edge.lanes = lanes).await?;
+    let (lanes, copies) = (cell.lanes, cell.copies);
+    let stack = Stack::start_with(StackOptions::default(), |edge| {
+        edge.lanes = lanes;
+        edge.lane_copies = copies;
+    })
+    .await?;
     let link = LinkConfig {
         delay: cell.link.delay,
         seed: cell.link.seed,
@@ -161,9 +169,10 @@ pub async fn run(cell: &QuichatCell) -> Result<QuichatOutcome> {
         .chain(&recipient_users)
         .cloned()
         .collect();
-    let mut connected = tokio::time::timeout(CONNECT_TIMEOUT, connect_all(&stack, &proxy, &users))
-        .await
-        .context("clients did not connect in time")??;
+    let mut connected =
+        tokio::time::timeout(CONNECT_TIMEOUT, connect_all(&stack, &proxy, &users, copies))
+            .await
+            .context("clients did not connect in time")??;
     let recipients = connected.split_off(sender_users.len());
     let senders = connected;
 
@@ -248,6 +257,7 @@ pub async fn run(cell: &QuichatCell) -> Result<QuichatOutcome> {
     let measured_from = workload.measured_from_ns(start_ns);
     let outcome = QuichatOutcome {
         lanes: cell.lanes,
+        copies: cell.copies,
         loss: cell.link.loss,
         latency: LatencySummary::from_ns(
             tracker
@@ -294,10 +304,16 @@ pub async fn run(cell: &QuichatCell) -> Result<QuichatOutcome> {
 type Connected = (Client, Events);
 
 /// Connects every user through the proxy, all at once; the result is in `users` order.
-async fn connect_all(stack: &Stack, proxy: &UdpProxy, users: &[UserId]) -> Result<Vec<Connected>> {
+async fn connect_all(
+    stack: &Stack,
+    proxy: &UdpProxy,
+    users: &[UserId],
+    copies: CopyPolicy,
+) -> Result<Vec<Connected>> {
     let mut connecting = JoinSet::new();
     for (index, user) in users.iter().enumerate() {
         let mut config = stack.client_config(0, user, 1 + index as u64)?;
+        config.lane_copies = copies;
         config.edge = proxy.local_addr();
         config.delivery.outbox_max = OUTBOX_MAX;
         connecting.spawn(async move { (index, Client::connect(config).await) });

@@ -45,8 +45,11 @@ pub struct Settings {
 /// The ratios the targets are stated in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Ratios {
-    /// p99 with lanes / p99 with one stream (target: at most 1/3 at 2 % loss).
+    /// p99 with lanes (and lane copies, the default) / p99 with one stream and no copies
+    /// (target: at most 1/3 at 2 % loss).
     pub p99_lanes_over_one_stream: Option<f64>,
+    /// p99 with lanes but no copies / p99 with one stream: what lanes alone do.
+    pub p99_lanes_no_copies_over_one_stream: Option<f64>,
     /// p99 with lanes / p99 of mosquitto over TCP (target: at most 1/3 at 2 % loss).
     pub p99_lanes_over_mosquitto: Option<f64>,
     /// p50 with lanes at this loss / p50 with lanes at 0 % (target: at most 1.05).
@@ -58,9 +61,11 @@ pub struct Ratios {
 pub struct LossRow {
     /// Loss probability each way.
     pub loss: f64,
-    /// quichat with lanes.
+    /// quichat with lanes and lane copies (`auto`, the default).
     pub lanes: QuichatOutcome,
-    /// quichat with one lane (everything on one stream).
+    /// quichat with lanes and no copies.
+    pub lanes_no_copies: QuichatOutcome,
+    /// quichat with one lane (everything on one stream) and no copies.
     pub one_stream: QuichatOutcome,
     /// mosquitto over TCP.
     pub mosquitto: MqttRow,
@@ -106,6 +111,7 @@ impl LossRow {
     pub fn new(
         loss: f64,
         lanes: QuichatOutcome,
+        lanes_no_copies: QuichatOutcome,
         one_stream: QuichatOutcome,
         mosquitto: MqttRow,
         loss_free: Option<&LatencySummary>,
@@ -113,6 +119,11 @@ impl LossRow {
         let p99 = |s: &LatencySummary| s.p99_ms;
         let ratios = Ratios {
             p99_lanes_over_one_stream: ratio(&lanes.latency, &one_stream.latency, p99),
+            p99_lanes_no_copies_over_one_stream: ratio(
+                &lanes_no_copies.latency,
+                &one_stream.latency,
+                p99,
+            ),
             p99_lanes_over_mosquitto: mosquitto
                 .outcome()
                 .and_then(|m| ratio(&lanes.latency, &m.latency, p99)),
@@ -122,6 +133,7 @@ impl LossRow {
         Self {
             loss,
             lanes,
+            lanes_no_copies,
             one_stream,
             mosquitto,
             ratios,
@@ -161,7 +173,7 @@ fn latency_cells(s: &LatencySummary) -> String {
 fn quichat_line(name: &str, o: &QuichatOutcome) -> String {
     let i = &o.integrity;
     format!(
-        "  {name:<18} {} {:>6} {:>5} {:>5} {:>5}",
+        "  {name:<24} {} {:>6} {:>5} {:>5} {:>5}",
         latency_cells(&o.latency),
         i.lost,
         i.duplicates,
@@ -188,7 +200,7 @@ pub fn print_tables(report: &Report) {
         s.duration_secs
     );
     let header = format!(
-        "  {:<18} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5} {:>5} {:>5}",
+        "  {:<24} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5} {:>5} {:>5}",
         "system", "p50 ms", "p99 ms", "max ms", "samples", "lost", "dup", "ooo", "disc"
     );
     for row in &report.rows {
@@ -198,12 +210,19 @@ pub fn print_tables(report: &Report) {
             "{}",
             quichat_line(&format!("quichat lanes={}", row.lanes.lanes), &row.lanes)
         );
+        eprintln!(
+            "{}",
+            quichat_line(
+                &format!("quichat lanes={} no copies", row.lanes_no_copies.lanes),
+                &row.lanes_no_copies
+            )
+        );
         eprintln!("{}", quichat_line("quichat 1 stream", &row.one_stream));
         match &row.mosquitto {
             MqttRow::Ok(m) => {
                 let i = &m.integrity;
                 eprintln!(
-                    "  {:<18} {} {:>6} {:>5} {:>5} {:>5}",
+                    "  {:<24} {} {:>6} {:>5} {:>5} {:>5}",
                     "mosquitto TCP",
                     latency_cells(&m.latency),
                     i.lost,
@@ -218,8 +237,9 @@ pub fn print_tables(report: &Report) {
         }
         let r = &row.ratios;
         eprintln!(
-            "  p99 lanes/1 stream = {}   p99 lanes/mosquitto = {}   p50 lanes/p50 lanes at 0 % = {}",
+            "  p99 lanes/1 stream = {} (no copies: {})   p99 lanes/mosquitto = {}   p50 lanes/p50 lanes at 0 % = {}",
             fmt_ratio(r.p99_lanes_over_one_stream),
+            fmt_ratio(r.p99_lanes_no_copies_over_one_stream),
             fmt_ratio(r.p99_lanes_over_mosquitto),
             fmt_ratio(r.p50_lanes_over_loss_free)
         );
@@ -291,8 +311,11 @@ pub fn plot(report: &Report, path: &Path) -> Result<()> {
     let lanes = report.rows.first().map_or(0, |r| r.lanes.lanes);
     let measured = |s: &LatencySummary| (s.samples > 0).then_some(s.p99_ms);
     let mut series = vec![
-        line(format!("quichat, {lanes} lanes"), &|r| {
+        line(format!("quichat, {lanes} lanes, copies"), &|r| {
             measured(&r.lanes.latency)
+        }),
+        line(format!("quichat, {lanes} lanes, no copies"), &|r| {
+            measured(&r.lanes_no_copies.latency)
         }),
         line("quichat, 1 stream".into(), &|r| {
             measured(&r.one_stream.latency)
@@ -324,6 +347,7 @@ mod tests {
     fn outcome(lanes: u8, p50_ms: f64, p99_ms: f64, samples: u64) -> QuichatOutcome {
         QuichatOutcome {
             lanes,
+            copies: client::CopyPolicy::Auto,
             loss: 0.02,
             latency: LatencySummary {
                 samples,
@@ -350,11 +374,13 @@ mod tests {
         let row = LossRow::new(
             0.02,
             outcome(8, 52.5, 60.0, 10),
+            outcome(8, 52.5, 120.0, 10),
             outcome(1, 70.0, 240.0, 10),
             MqttRow::NotRun,
             Some(&free),
         );
         assert_eq!(row.ratios.p99_lanes_over_one_stream, Some(0.25));
+        assert_eq!(row.ratios.p99_lanes_no_copies_over_one_stream, Some(0.5));
         assert_eq!(row.ratios.p50_lanes_over_loss_free, Some(1.05));
         assert_eq!(row.ratios.p99_lanes_over_mosquitto, None);
     }
@@ -365,6 +391,7 @@ mod tests {
         let row = LossRow::new(
             0.02,
             outcome(8, 52.5, 60.0, 10),
+            outcome(8, 0.0, 0.0, 0),
             outcome(1, 0.0, 0.0, 0),
             MqttRow::Skipped {
                 reason: "no root".into(),
