@@ -115,6 +115,12 @@
 //!   `Welcome`), checked before sending.
 //! - Outbox: [`DeliveryConfig::outbox_max`] messages awaiting an answer (1024); beyond,
 //!   `send` fails with `OutboxFull` at once.
+//! - Admission: when the server's answers show a standing queue (the quickest answer in
+//!   100 ms is more than 20 ms slower than the quickest on this connection), a client
+//!   with several messages unanswered may have fewer in flight (never fewer than 4), and
+//!   `send` beyond that fails with `Busy` (code `Unavailable`) at once: an overloaded
+//!   server tells senders instead of queueing every message behind the backlog. A player
+//!   typing never has that many unanswered. [`DeliveryConfig::admission`] turns it off.
 //! - Events: [`ClientConfig::event_queue`] (1024), with the backpressure above.
 //! - Rate: the edge allows `send_per_second` with a burst; beyond, sends are `Rejected`
 //!   with `RateLimited`.

@@ -316,6 +316,8 @@ async fn connect_all(
         config.lane_copies = copies;
         config.edge = proxy.local_addr();
         config.delivery.outbox_max = OUTBOX_MAX;
+        // Likewise admission: a stall under loss must show up as latency here.
+        config.delivery.admission = false;
         connecting.spawn(async move { (index, Client::connect(config).await) });
     }
     let mut slots: Vec<Option<Connected>> = (0..users.len()).map(|_| None).collect();

@@ -26,6 +26,11 @@ pub struct DeliveryConfig {
     /// used is forgotten first. A forgotten pair can only matter if one of its old
     /// messages is replayed after that, which needs thousands of other senders in between.
     pub dedup_senders_max: usize,
+    /// Refuse sends with [`super::SendError::Busy`] while the server's answers show a
+    /// standing queue and this client already has several messages unanswered (see
+    /// `admission.rs`). Off, a sender that outruns the server queues up to `outbox_max`
+    /// messages and each waits its turn.
+    pub admission: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -35,6 +40,7 @@ impl Default for DeliveryConfig {
             send_timeout: None,
             auto_ack: true,
             dedup_senders_max: DEDUP_SENDERS_MAX_DEFAULT,
+            admission: true,
         }
     }
 }

@@ -62,6 +62,15 @@ pub enum SendError {
         /// The configured outbox size.
         max: usize,
     },
+    /// The server is behind (its answers show a standing queue) and this client already
+    /// has as many messages unanswered as it may now: retry after some have been answered.
+    #[error("server busy: {in_flight} messages await its answer, the limit is now {window}")]
+    Busy {
+        /// Messages awaiting the server's answer.
+        in_flight: usize,
+        /// How many may, for now.
+        window: usize,
+    },
 }
 
 impl SendError {
@@ -71,6 +80,7 @@ impl SendError {
             SendError::InvalidText => ErrorCode::InvalidText,
             SendError::TextTooLarge { .. } => ErrorCode::TextTooLarge,
             SendError::OutboxFull { .. } => ErrorCode::OutboxFull,
+            SendError::Busy { .. } => ErrorCode::Unavailable,
         }
     }
 }

@@ -65,6 +65,7 @@
 //! ```
 
 mod acks;
+mod admission;
 mod config;
 mod dedup;
 mod event;
@@ -77,6 +78,10 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 pub use acks::{HELD_IDS_MAX, PENDING_ACK_IDS_MAX};
+pub use admission::{
+    INTERVAL as ADMISSION_INTERVAL, QUEUE_TARGET as ADMISSION_QUEUE_TARGET,
+    WINDOW_MIN as ADMISSION_WINDOW_MIN,
+};
 pub use config::{DEDUP_SENDERS_MAX_DEFAULT, DeliveryConfig, OUTBOX_MAX_DEFAULT};
 pub use event::{DeliveryEvent, SendError, Transmit};
 
@@ -104,6 +109,7 @@ pub struct Delivery {
     /// Whether a connection is up (between `handle_connected` and `handle_disconnected`).
     connected: bool,
     outbox: outbox::Outbox,
+    admission: admission::Admission,
     dedup: dedup::Dedup,
     acks: acks::Acks,
     /// Events for the game; see the module doc for why it stays small.
@@ -115,6 +121,7 @@ impl Delivery {
     /// run of this device (a random `u64` does).
     pub fn new(epoch: u64, config: DeliveryConfig) -> Self {
         let dedup = dedup::Dedup::new(config.dedup_senders_max);
+        let admission = admission::Admission::new(config.outbox_max);
         Self {
             config,
             epoch,
@@ -123,6 +130,7 @@ impl Delivery {
             limits: None,
             connected: false,
             outbox: outbox::Outbox::default(),
+            admission,
             dedup,
             acks: acks::Acks::default(),
             events: VecDeque::new(),
@@ -186,6 +194,12 @@ impl Delivery {
                 max: self.config.outbox_max,
             });
         }
+        if self.config.admission && !self.admission.admits(self.outbox.len()) {
+            return Err(SendError::Busy {
+                in_flight: self.outbox.len(),
+                window: self.admission.window(),
+            });
+        }
         self.counter_last += 1;
         let deadline = self.config.send_timeout.and_then(|t| now.checked_add(t));
         self.outbox.push(
@@ -195,6 +209,8 @@ impl Delivery {
                 text,
                 deadline,
                 transmitted: false,
+                queued_at: now,
+                before_connection: false,
             },
         );
         Ok(self.key(self.counter_last))
@@ -213,6 +229,7 @@ impl Delivery {
         self.limits = Some(welcome.limits);
         self.connected = true;
         self.outbox.rewind();
+        self.admission.handle_connected();
         // The edge may allow less than we assumed when these were queued: refuse them here
         // with the code the edge would answer, instead of sending what it must reject.
         let max = self.text_bytes_max();
@@ -233,12 +250,12 @@ impl Delivery {
 
     /// A frame arrived from the edge. A `Welcome` is ignored here: the handshake belongs
     /// to the driver, which calls [`Delivery::handle_connected`].
-    pub fn handle_frame(&mut self, _now: Instant, frame: ServerFrame) {
+    pub fn handle_frame(&mut self, now: Instant, frame: ServerFrame) {
         match frame {
             ServerFrame::Welcome(_) => {}
             ServerFrame::Deliver(message) => self.handle_deliver(message),
             ServerFrame::Accepted(a) => {
-                if self.take_own(a.key) {
+                if self.take_own(now, a.key) {
                     self.events.push_back(DeliveryEvent::Accepted {
                         key: a.key,
                         id: a.id,
@@ -246,7 +263,7 @@ impl Delivery {
                 }
             }
             ServerFrame::Rejected(r) => {
-                if self.take_own(r.key) {
+                if self.take_own(now, r.key) {
                     self.events.push_back(DeliveryEvent::Rejected {
                         key: r.key,
                         code: r.code,
@@ -353,8 +370,19 @@ impl Delivery {
 
     /// Removes our own message `key` from the outbox; `false` if it is not there (an
     /// answer to an earlier run, or a late duplicate answer), which is then ignored.
-    fn take_own(&mut self, key: SenderKey) -> bool {
-        key.epoch == self.epoch && self.outbox.remove(key.counter).is_some()
+    fn take_own(&mut self, now: Instant, key: SenderKey) -> bool {
+        if key.epoch != self.epoch {
+            return false;
+        }
+        let in_flight = self.outbox.len();
+        let Some(entry) = self.outbox.remove(key.counter) else {
+            return false;
+        };
+        if !entry.before_connection {
+            let answer_time = now.saturating_duration_since(entry.queued_at);
+            self.admission.handle_answer(now, answer_time, in_flight);
+        }
+        true
     }
 
     fn key(&self, counter: u64) -> SenderKey {

@@ -21,6 +21,11 @@ pub(crate) struct Entry {
     pub(crate) deadline: Option<Instant>,
     /// Whether the current connection has transmitted it.
     pub(crate) transmitted: bool,
+    /// When the game queued it.
+    pub(crate) queued_at: Instant,
+    /// Queued before the current connection: its answer time includes a reconnect, so it
+    /// says nothing about the server's queue.
+    pub(crate) before_connection: bool,
 }
 
 /// The outbox, keyed by counter (the epoch is the machine's own, so the counter alone
@@ -59,6 +64,7 @@ impl Outbox {
         self.transmit_from = 0;
         for entry in self.entries.values_mut() {
             entry.transmitted = false;
+            entry.before_connection = true;
         }
     }
 

@@ -511,3 +511,91 @@ fn a_full_lane_holds_back_only_its_own_conversations() {
     }
     assert_eq!(order, vec!["b0", "b1", "b2"]);
 }
+
+#[test]
+fn an_overloaded_server_makes_a_busy_sender_refuse_at_once_and_it_recovers() {
+    // A sender that outruns the server must be told, not queue every message behind the
+    // backlog; once the server answers quickly again, it may send as before.
+    use super::Delivery;
+    use crate::frames::client::Accepted;
+    use std::time::Instant;
+
+    let ms = Duration::from_millis(1);
+    let mut d = Delivery::new(9, DeliveryConfig::default());
+    let welcome = Welcome {
+        user: UserId::new("alice").unwrap(),
+        name: "Alice".into(),
+        session: SessionId(1),
+        limits: Limits {
+            text_bytes_max: 4096,
+            send_per_second: 1000,
+            send_burst: 1000,
+            lanes: 8,
+        },
+        capabilities: 0,
+    };
+    let t0 = Instant::now();
+    d.handle_connected(t0, &welcome);
+    let bob = UserId::new("bob").unwrap();
+    let mut id = 0;
+    let mut answer = |d: &mut Delivery, now, key: SenderKey| {
+        id += 1;
+        d.handle_frame(
+            now,
+            ServerFrame::Accepted(Accepted {
+                key,
+                id: MessageId(id),
+            }),
+        );
+    };
+    // One message per millisecond. For 300 ms the server answers each within 2 ms.
+    let mut now = t0;
+    for _ in 0..300 {
+        let key = d.send(now, bob.clone(), "hi".into()).unwrap();
+        answer(&mut d, now + 2 * ms, key);
+        now += ms;
+    }
+    // Then it falls behind: each answer takes 80 ms. Sends must soon fail with Busy
+    // while dozens are still in flight, far below the outbox's 1024.
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut busy = None;
+    for _ in 0..1000 {
+        while in_flight
+            .front()
+            .is_some_and(|&(at, _)| at + 80 * ms <= now)
+        {
+            let (at, key) = in_flight.pop_front().unwrap();
+            answer(&mut d, at + 80 * ms, key);
+        }
+        match d.send(now, bob.clone(), "hi".into()) {
+            Ok(key) => in_flight.push_back((now, key)),
+            Err(e) => {
+                busy = Some(e);
+                break;
+            }
+        }
+        now += ms;
+    }
+    let busy = busy.expect("the sender was never told the server is behind");
+    assert!(
+        matches!(busy, SendError::Busy { in_flight, .. } if in_flight < 200),
+        "{busy:?}"
+    );
+    assert_eq!(busy.code(), ErrorCode::Unavailable);
+    // The backlog drains and answers are quick again: sending works again.
+    for (at, key) in in_flight.drain(..) {
+        answer(&mut d, (at + 80 * ms).max(now), key);
+    }
+    let mut sent = 0;
+    for _ in 0..2000 {
+        if let Ok(key) = d.send(now, bob.clone(), "hi".into()) {
+            answer(&mut d, now + 2 * ms, key);
+            sent += 1;
+        }
+        now += ms;
+    }
+    assert!(
+        sent > 1900,
+        "only {sent} of 2000 sends went through after recovery"
+    );
+}
