@@ -120,7 +120,7 @@
 //!   with several messages unanswered may have fewer in flight (never fewer than 4), and
 //!   `send` beyond that fails with `Busy` (code `Unavailable`) at once: an overloaded
 //!   server tells senders instead of queueing every message behind the backlog. A player
-//!   typing never has that many unanswered. [`DeliveryConfig::admission`] turns it off.
+//!   typing never has that many unanswered. [`DeliveryConfig::admission`] sets the queue or turns it off.
 //! - Events: [`ClientConfig::event_queue`] (1024), with the backpressure above.
 //! - Rate: the edge allows `send_per_second` with a burst; beyond, sends are `Rejected`
 //!   with `RateLimited`.

@@ -84,6 +84,11 @@ struct Args {
     /// datagrams per message with and without it. Default: the server's own default.
     #[arg(long, conflicts_with = "edge")]
     link_linger_us: Option<u64>,
+    /// The senders' admission target in ms: refuse sends (`Busy`) once the server's
+    /// answers show a standing queue this long; 0 turns admission off. Default: the
+    /// client library's (20 ms).
+    #[arg(long)]
+    admission_ms: Option<u64>,
     /// Target a running edge at this address instead of starting one.
     #[arg(long, requires_all = ["cert", "token_secret"])]
     edge: Option<SocketAddr>,
@@ -170,6 +175,9 @@ async fn main_async(args: Args) -> Result<ExitCode> {
         drain: secs(args.drain, "--drain")?,
         progress: !args.quiet,
         label: String::new(),
+        admission: args
+            .admission_ms
+            .map(|ms| (ms > 0).then(|| Duration::from_millis(ms))),
     };
     if args.smoke {
         options = RunOptions {

@@ -198,6 +198,7 @@ impl Context {
             drain: secs(self.args.drain_wait, "--drain-wait")?,
             progress: false,
             label: String::new(),
+            admission: None,
         })
     }
 

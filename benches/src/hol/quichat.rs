@@ -317,7 +317,7 @@ async fn connect_all(
         config.edge = proxy.local_addr();
         config.delivery.outbox_max = OUTBOX_MAX;
         // Likewise admission: a stall under loss must show up as latency here.
-        config.delivery.admission = false;
+        config.delivery.admission = None;
         connecting.spawn(async move { (index, Client::connect(config).await) });
     }
     let mut slots: Vec<Option<Connected>> = (0..users.len()).map(|_| None).collect();

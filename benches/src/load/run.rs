@@ -60,6 +60,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Label for the progress bar (the sweep's step).
     pub label: String,
+    /// The senders' admission queue target (`DeliveryConfig::admission`); `None` keeps
+    /// the library's default.
+    pub admission: Option<Option<Duration>>,
 }
 
 /// Which pairs have an offline recipient: `round(pairs × share)` of them, spread evenly.
@@ -134,10 +137,13 @@ async fn run_on(target: &Target, running: &Running, options: &RunOptions) -> Res
     for pair in 0..pairs {
         let from = sender_id(pair)?;
         let to = recipient_id(pair)?;
-        let (client, events) =
-            Client::connect(running.client_config(pair, &from, device_base + 2 * pair as u64)?)
-                .await
-                .with_context(|| format!("connecting sender {pair}"))?;
+        let mut config = running.client_config(pair, &from, device_base + 2 * pair as u64)?;
+        if let Some(admission) = options.admission {
+            config.delivery.admission = admission;
+        }
+        let (client, events) = Client::connect(config)
+            .await
+            .with_context(|| format!("connecting sender {pair}"))?;
         tokio::spawn(watch_sender_events(events, live.clone()));
         senders.push((client, to.clone()));
         if !offline[pair] {
@@ -517,6 +523,7 @@ mod tests {
             drain: Duration::from_secs(20),
             progress: false,
             label: String::new(),
+            admission: None,
         };
         let summary = run(
             &Target::InProcess {

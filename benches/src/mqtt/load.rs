@@ -487,6 +487,7 @@ mod tests {
             drain: Duration::from_secs(10),
             progress: false,
             label: String::new(),
+            admission: None,
         }
     }
 

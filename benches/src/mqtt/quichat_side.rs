@@ -399,6 +399,7 @@ mod tests {
             drain: Duration::from_secs(4),
             progress: false,
             label: String::new(),
+            admission: None,
         };
         let args = load_args(&options).join(" ");
         assert_eq!(

@@ -37,6 +37,8 @@ pub(crate) struct Admission {
     /// Messages allowed in flight now (at most the outbox size).
     window: usize,
     window_max: usize,
+    /// Queueing above which an interval counts as overloaded.
+    target: Duration,
     /// The least answer time on this connection.
     base: Option<Duration>,
     /// The current interval: when it started and its least answer time.
@@ -44,10 +46,11 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    pub(crate) fn new(window_max: usize) -> Self {
+    pub(crate) fn new(window_max: usize, target: Duration) -> Self {
         Self {
             window: window_max,
             window_max,
+            target,
             base: None,
             interval: None,
         }
@@ -83,7 +86,7 @@ impl Admission {
                     return;
                 }
                 let queue = least.saturating_sub(base);
-                if queue > QUEUE_TARGET {
+                if queue > self.target {
                     self.window = (in_flight * 7 / 10).clamp(WINDOW_MIN, self.window_max);
                 } else {
                     self.window = (self.window + self.window / 4 + 1).min(self.window_max);
@@ -119,7 +122,7 @@ mod tests {
 
     #[test]
     fn a_standing_queue_limits_what_is_in_flight_and_it_grows_back_after() {
-        let mut a = Admission::new(1024);
+        let mut a = Admission::new(1024, QUEUE_TARGET);
         let t0 = Instant::now();
         // Quick answers set the base; nothing is limited.
         let t = feed(&mut a, t0, 300 * MS, 2 * MS, 4);
@@ -147,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_slow_answers_within_an_interval_does_not_count() {
-        let mut a = Admission::new(1024);
+        let mut a = Admission::new(1024, QUEUE_TARGET);
         let t0 = Instant::now();
         let mut t = feed(&mut a, t0, 300 * MS, 2 * MS, 4);
         // Ten intervals, each with a few slow answers among quick ones.
@@ -162,7 +165,7 @@ mod tests {
     fn answers_slower_only_by_the_commit_delay_are_not_a_queue() {
         // A sender whose recipients went offline: every answer waits for a commit (10 ms
         // delay plus a slow 4 ms fsync) although its base came from online recipients.
-        let mut a = Admission::new(1024);
+        let mut a = Admission::new(1024, QUEUE_TARGET);
         let t0 = Instant::now();
         let t = feed(&mut a, t0, 300 * MS, MS, 2);
         feed(&mut a, t, 2000 * MS, 15 * MS, 20);
@@ -172,7 +175,7 @@ mod tests {
     #[test]
     fn a_new_connection_measures_its_base_again() {
         // A player moving from Wi-Fi (5 ms) to mobile (120 ms) is not overloaded.
-        let mut a = Admission::new(1024);
+        let mut a = Admission::new(1024, QUEUE_TARGET);
         let t0 = Instant::now();
         let t = feed(&mut a, t0, 300 * MS, 5 * MS, 2);
         a.handle_connected();

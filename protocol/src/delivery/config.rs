@@ -27,10 +27,11 @@ pub struct DeliveryConfig {
     /// messages is replayed after that, which needs thousands of other senders in between.
     pub dedup_senders_max: usize,
     /// Refuse sends with [`super::SendError::Busy`] while the server's answers show a
-    /// standing queue and this client already has several messages unanswered (see
-    /// `admission.rs`). Off, a sender that outruns the server queues up to `outbox_max`
-    /// messages and each waits its turn.
-    pub admission: bool,
+    /// standing queue longer than this and the client already has several messages
+    /// unanswered (see `admission.rs`). `None` turns it off: a sender that outruns the
+    /// server then queues up to `outbox_max` messages and each waits its turn. Default
+    /// [`super::ADMISSION_QUEUE_TARGET`].
+    pub admission: Option<Duration>,
 }
 
 impl Default for DeliveryConfig {
@@ -40,7 +41,7 @@ impl Default for DeliveryConfig {
             send_timeout: None,
             auto_ack: true,
             dedup_senders_max: DEDUP_SENDERS_MAX_DEFAULT,
-            admission: true,
+            admission: Some(super::ADMISSION_QUEUE_TARGET),
         }
     }
 }

@@ -121,7 +121,10 @@ impl Delivery {
     /// run of this device (a random `u64` does).
     pub fn new(epoch: u64, config: DeliveryConfig) -> Self {
         let dedup = dedup::Dedup::new(config.dedup_senders_max);
-        let admission = admission::Admission::new(config.outbox_max);
+        let admission = admission::Admission::new(
+            config.outbox_max,
+            config.admission.unwrap_or(std::time::Duration::MAX),
+        );
         Self {
             config,
             epoch,
@@ -194,7 +197,7 @@ impl Delivery {
                 max: self.config.outbox_max,
             });
         }
-        if self.config.admission && !self.admission.admits(self.outbox.len()) {
+        if self.config.admission.is_some() && !self.admission.admits(self.outbox.len()) {
             return Err(SendError::Busy {
                 in_flight: self.outbox.len(),
                 window: self.admission.window(),
