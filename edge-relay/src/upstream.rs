@@ -75,8 +75,7 @@ impl Upstream {
     fn frames_written(&self) -> u64 {
         let lanes: u64 = self
             .lanes
-            .all()
-            .iter()
+            .used()
             .map(|l| l.stats().frames.load(RELAXED))
             .sum();
         lanes + self.control_stats.frames.load(RELAXED)

@@ -52,11 +52,11 @@ impl TransportProfile {
         }
     }
 
-    /// This profile, with the peer allowed only `lanes` unidirectional streams (at least
-    /// 1) instead of [`LANES_MAX`]. A server that announces how many lanes it reads should
-    /// allow no more: quinn sets up the receive state of every stream the peer may open
-    /// when the connection starts, and 64 of them cost an idle client connection about
-    /// 3 KiB at the edge (heaptrack, `quichat-conns`).
+    /// This profile, with the peer allowed only `lanes` unidirectional streams (never
+    /// fewer than one) instead of [`LANES_MAX`]. A server that announces how many lanes
+    /// it reads should allow no more: quinn sets up the receive state of every stream the
+    /// peer may open when the connection starts, and 64 of them cost an idle client
+    /// connection about 3 KiB at the edge (heaptrack, `quichat-conns`).
     pub fn with_lanes(mut self, lanes: u8) -> Self {
         self.uni_streams = u32::from(lanes.max(1));
         self
