@@ -1,11 +1,17 @@
 //! One client connection, from the QUIC handshake to `Detach`.
 //!
-//! [`serve`] runs the handshake ([`crate::handshake`]), registers the session, then runs
-//! three kinds of tasks until the connection ends:
+//! [`serve`] runs the handshake ([`crate::handshake`]), registers the session, then runs,
+//! until the connection ends:
 //! - the control reader: `Ack`s go to the core link; anything else is a violation;
-//! - the lane readers: each `Send` is checked (rate, size), stamped with the verified
-//!   sender, and put into the session's in-flight map;
+//! - the lane acceptor, which starts a reader task per lane the client opens: each `Send`
+//!   is checked (rate, size), stamped with the verified sender, and put into the
+//!   session's in-flight map;
 //! - the pump ([`crate::pump`]), which writes the in-flight map to the core.
+//!
+//! The control reader, the lane acceptor and the pump are futures of the connection's
+//! own task, not tasks of their own: an idle connection then costs one task (plus
+//! quinn's and the writer's), which matters at tens of thousands of connections. They
+//! still run independently: the task polls each when it is woken.
 //!
 //! A protocol violation on any stream closes this client alone, with the code from
 //! [`transport::StreamError::code`] and a reason naming the stream and the problem.
@@ -40,7 +46,10 @@ pub(crate) async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     let remote = incoming.remote_address();
-    let Some(welcomed) = handshake::run(&shared, incoming).await else {
+    // Boxed: the handshake's state (the incoming connection, timers, the `Hello` read) is
+    // large and needed for the first moments only; inline, it would set the size of this
+    // future, which lives as long as the connection (2.9 KiB per idle client, heaptrack).
+    let Some(welcomed) = Box::pin(handshake::run(&shared, incoming)).await else {
         Counters::bump(&shared.counters.refused);
         return;
     };
@@ -102,28 +111,28 @@ pub(crate) async fn serve(
     }))
     .await;
 
-    let mut tasks = JoinSet::new();
-    tasks.spawn(read_control(shared.clone(), session.clone(), control_recv));
-    tasks.spawn(accept_lanes(shared.clone(), session.clone()));
-    let pump_session = session.clone();
-    let links = shared.links.clone();
-    tasks.spawn(async move {
-        pump::run(pump_session, links).await;
-        Ok(())
-    });
-    tokio::select! {
-        _ = conn.closed() => {}
-        Some(result) = tasks.join_next() => {
-            let end = match result {
-                Ok(Err(end)) => end,
-                Ok(Ok(())) => SessionEnd::new(ErrorCode::NoError, "client finished its control stream"),
-                Err(e) => SessionEnd::new(ErrorCode::Internal, format!("session task failed: {e}")),
-            };
-            tracing::debug!(session = id.0, code = %end.code, reason = %end.reason, "closing client");
-            end.close(&conn);
+    let ended = {
+        let control = read_control(&shared, &session, control_recv);
+        let lanes = accept_lanes(&shared, &session);
+        let pump = pump::run(&session, &shared.links);
+        tokio::pin!(control, lanes, pump);
+        // The first to end ends the session; dropping the others stops them (and the
+        // lane readers with the acceptor).
+        tokio::select! {
+            _ = conn.closed() => None,
+            result = &mut control => Some(result),
+            result = &mut lanes => Some(result),
+            never = &mut pump => match never {},
         }
+    };
+    if let Some(result) = ended {
+        let end = match result {
+            Err(end) => end,
+            Ok(()) => SessionEnd::new(ErrorCode::NoError, "client finished its control stream"),
+        };
+        tracing::debug!(session = id.0, code = %end.code, reason = %end.reason, "closing client");
+        end.close(&conn);
     }
-    tasks.shutdown().await;
     shared.registry.remove(id);
     home.command(LinkCommand::Detach(id)).await;
     shared
@@ -134,8 +143,8 @@ pub(crate) async fn serve(
 
 /// Reads the client's control stream after `Hello`: acknowledgements only.
 async fn read_control(
-    shared: Arc<Shared>,
-    session: Arc<Session>,
+    shared: &Shared,
+    session: &Session,
     mut recv: FramedRecv,
 ) -> Result<(), SessionEnd> {
     let home = &shared.links[session.home_link];
@@ -169,7 +178,7 @@ async fn read_control(
 }
 
 /// Accepts the client's lanes (at most the announced number) and runs a reader on each.
-async fn accept_lanes(shared: Arc<Shared>, session: Arc<Session>) -> Result<(), SessionEnd> {
+async fn accept_lanes(shared: &Arc<Shared>, session: &Arc<Session>) -> Result<(), SessionEnd> {
     let mut readers = JoinSet::new();
     let mut opened = 0u32;
     loop {

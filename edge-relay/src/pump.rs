@@ -25,8 +25,8 @@ struct Cursor {
     next_seq: u64,
 }
 
-/// Runs until aborted (when the session ends).
-pub(crate) async fn run(session: Arc<Session>, links: Vec<Arc<CoreLink>>) {
+/// Runs until dropped (when the session ends).
+pub(crate) async fn run(session: &Session, links: &[Arc<CoreLink>]) -> std::convert::Infallible {
     let mut cursors = vec![Cursor::default(); links.len()];
     loop {
         for (index, (link, cursor)) in links.iter().zip(cursors.iter_mut()).enumerate() {
