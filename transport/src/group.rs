@@ -136,8 +136,12 @@ impl<T> Late<T> {
     /// Takes the members added since the last call into `members`.
     fn take_into(&self, members: &mut Vec<Member<T>>) {
         if self.added.swap(false, Ordering::AcqRel) {
-            let mut late = self.members.lock().unwrap_or_else(|e| e.into_inner());
-            members.append(&mut late);
+            let added =
+                std::mem::take(&mut *self.members.lock().unwrap_or_else(|e| e.into_inner()));
+            // Exact: a connection gains a member per lane it uses, a few at most, and
+            // each spare slot would cost every connection a member's size.
+            members.reserve_exact(added.len());
+            members.extend(added);
         }
     }
 }
@@ -505,6 +509,9 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
 
     fn push(&mut self, stream: Stream, buf: BytesMut, queue: usize) -> FrameSender<T> {
         let (member, sender) = Member::new(&self.task, stream, buf, queue);
+        // Exact, not doubling: most groups (a client's control stream) stay at one member
+        // until a lane is used, and a spare slot costs every idle connection a member.
+        self.members.reserve_exact(1);
         self.members.push(member);
         sender
     }
