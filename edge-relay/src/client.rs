@@ -26,6 +26,7 @@ use protocol::ErrorCode;
 use protocol::frames::STREAM_KIND_LANE;
 use protocol::frames::client::{ClientFrame, Rejected, SendMessage, ServerFrame};
 use protocol::frames::link::{Attach, Submit};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use transport::{FramedRecv, LaneSenders, StreamError, WriterGroup};
@@ -190,12 +191,16 @@ async fn read_control(
         match recv.next::<ClientFrame>().await {
             Ok(Some(ClientFrame::Ack(ack))) => {
                 if !ack.ranges.is_empty() {
-                    let _ = home
-                        .command(LinkCommand::Ack {
-                            session: session.id,
-                            ranges: ack.ranges,
-                        })
-                        .await;
+                    let command = LinkCommand::Ack {
+                        session: session.id,
+                        ranges: ack.ranges,
+                    };
+                    // Waits only when the link's queue is full, in a box: inline, the
+                    // wait's state would be part of this future, which every idle session
+                    // keeps. A closed queue means the edge is shutting down.
+                    if let Err(TrySendError::Full(command)) = home.try_command(command) {
+                        let _ = Box::pin(home.command(command)).await;
+                    }
                 }
             }
             Ok(Some(ClientFrame::Hello(_))) => {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use protocol::ConversationId;
 use protocol::frames::link::EdgeFrame;
+use transport::{StreamError, TrySendError};
 
 use crate::limits::PUMP_BATCH_MAX;
 use crate::session::Session;
@@ -52,7 +53,15 @@ pub(crate) async fn run(session: &Session, links: &[Arc<CoreLink>]) -> std::conv
                     let lane = upstream
                         .lanes
                         .lane(conversation.lane(upstream.lanes.count()));
-                    if lane.send(EdgeFrame::Submit(submit)).await.is_err() {
+                    // Queued at once while the lane has room; only a full lane is waited
+                    // on, in a box: inline, the wait's state would be part of this
+                    // future, which every idle session keeps (about 0.3 KiB).
+                    let sent = match lane.try_send(EdgeFrame::Submit(submit)) {
+                        Ok(()) => Ok(()),
+                        Err(TrySendError::Full(frame)) => Box::pin(lane.send(frame)).await,
+                        Err(TrySendError::Closed(_)) => Err(StreamError::Closed),
+                    };
+                    if sent.is_err() {
                         // The link dropped; its next generation re-sends from the start.
                         break 'link;
                     }

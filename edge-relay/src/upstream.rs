@@ -142,6 +142,14 @@ impl CoreLink {
         self.commands.send(command)
     }
 
+    /// Queues a command if the queue has room now.
+    pub(crate) fn try_command(
+        &self,
+        command: LinkCommand,
+    ) -> Result<(), mpsc::error::TrySendError<LinkCommand>> {
+        self.commands.try_send(command)
+    }
+
     pub(crate) fn stats(&self) -> LinkStats {
         let totals = *lock(&self.totals);
         let mut stats = LinkStats {
