@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use protocol::codec;
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::fine_timer::{self, FineSleep};
 use crate::framed::{FINISH_WAIT, FrameSender, WriterItem, WriterStats};
+use crate::queue;
 
 /// The default hold-back on edge↔core links, in microseconds (see
 /// [`WriterGroup::with_linger`]).
@@ -206,7 +207,7 @@ struct Member<T> {
     /// Woken since its stream was last written to (it may have room, or need opening).
     write_due: bool,
     stream: Stream,
-    rx: mpsc::Receiver<WriterItem<T>>,
+    rx: queue::Receiver<WriterItem<T>>,
     /// Encoded bytes not yet accepted by quinn.
     buf: BytesMut,
     /// Frames encoded into `buf`, counted once `buf` is written.
@@ -239,7 +240,7 @@ impl<T> Member<T> {
         buf: BytesMut,
         queue: usize,
     ) -> (Self, FrameSender<T>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
+        let (tx, rx) = queue::queue(queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let wake = Arc::new(MemberWake {
             woken: AtomicBool::new(true),

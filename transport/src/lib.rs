@@ -16,6 +16,8 @@
 //!   frames queued on different streams at the same time share datagrams.
 //! - [`lanes`]: [`LaneSenders`], a set of unidirectional message lanes, each opened at its
 //!   first frame.
+//! - `queue`: the bounded queue between a stream's senders and its writer task (smaller
+//!   than tokio's channel when idle).
 //! - [`close`]/[`close_code`]: application close codes from and to [`ErrorCode`].
 
 pub mod fine_timer;
@@ -24,6 +26,7 @@ pub mod group;
 pub mod lanes;
 pub mod pki;
 pub mod profile;
+mod queue;
 pub mod tls;
 
 pub use framed::{
