@@ -1,4 +1,5 @@
-//! A session's pump: the one task that writes the session's submits to the core.
+//! A session's pump: the one writer of the session's submits to the core (a future of the
+//! session's task).
 //!
 //! Lane readers put each accepted `Send` into the session's [`crate::inflight`] map and
 //! wake the pump. The pump keeps, per core link, a cursor (generation, next sequence
