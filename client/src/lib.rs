@@ -115,12 +115,13 @@
 //!   `Welcome`), checked before sending.
 //! - Outbox: [`DeliveryConfig::outbox_max`] messages awaiting an answer (1024); beyond,
 //!   `send` fails with `OutboxFull` at once.
-//! - Admission: when the server's answers show a standing queue (the quickest answer in
-//!   100 ms is more than 20 ms slower than the quickest on this connection), a client
-//!   with several messages unanswered may have fewer in flight (never fewer than 4), and
-//!   `send` beyond that fails with `Busy` (code `Unavailable`) at once: an overloaded
-//!   server tells senders instead of queueing every message behind the backlog. A player
-//!   typing never has that many unanswered. [`DeliveryConfig::admission`] sets the queue or turns it off.
+//! - Admission (opt-in, [`DeliveryConfig::admission`]): when the server's answers show a
+//!   standing queue (the quickest answer in 100 ms is slower than the quickest on this
+//!   connection by more than the configured time), a client with several messages
+//!   unanswered may have fewer in flight (never fewer than 4), and `send` beyond that
+//!   fails with `Busy` (code `Unavailable`) at once: an overloaded server tells the
+//!   sender instead of queueing its messages behind the backlog. For automated senders;
+//!   off by default.
 //! - Events: [`ClientConfig::event_queue`] (1024), with the backpressure above.
 //! - Rate: the edge allows `send_per_second` with a burst; beyond, sends are `Rejected`
 //!   with `RateLimited`.

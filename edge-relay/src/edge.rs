@@ -45,7 +45,8 @@ impl Edge {
             tls::load_key(&config.key)?,
             ALPN_CLIENT,
             ClientAuth::None,
-            &TransportProfile::client_link(),
+            // Clients open at most the lanes announced in `Welcome`.
+            &TransportProfile::client_link().with_lanes(config.lanes),
         )?;
         let client_config = tls::client_config(
             tls::load_certs(&config.core_ca)?,

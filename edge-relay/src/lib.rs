@@ -22,7 +22,7 @@
 //! - `handshake`: TLS → `Hello` → token → `Welcome`.
 //! - `client`: one client session: control reader, lane readers, stamping.
 //! - `inflight`: a session's submits awaiting the core's answer (bounded: back-pressure).
-//! - `pump`: the one task per session writing its submits to the core, re-sending after
+//! - `pump`: the one writer per session of its submits to the core, re-sending after
 //!   a reconnect.
 //! - `upstream`: the core link: connect, re-attach, reconnect with backoff.
 //! - `fanout`: frames from the core → the right sessions; slow consumers are closed.

@@ -1,4 +1,5 @@
-//! A session's pump: the one task that writes the session's submits to the core.
+//! A session's pump: the one writer of the session's submits to the core (a future of the
+//! session's task).
 //!
 //! Lane readers put each accepted `Send` into the session's [`crate::inflight`] map and
 //! wake the pump. The pump keeps, per core link, a cursor (generation, next sequence
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use protocol::ConversationId;
 use protocol::frames::link::EdgeFrame;
+use transport::{StreamError, TrySendError};
 
 use crate::limits::PUMP_BATCH_MAX;
 use crate::session::Session;
@@ -25,8 +27,8 @@ struct Cursor {
     next_seq: u64,
 }
 
-/// Runs until aborted (when the session ends).
-pub(crate) async fn run(session: Arc<Session>, links: Vec<Arc<CoreLink>>) {
+/// Runs until dropped (when the session ends).
+pub(crate) async fn run(session: &Session, links: &[Arc<CoreLink>]) -> std::convert::Infallible {
     let mut cursors = vec![Cursor::default(); links.len()];
     loop {
         for (index, (link, cursor)) in links.iter().zip(cursors.iter_mut()).enumerate() {
@@ -52,7 +54,15 @@ pub(crate) async fn run(session: Arc<Session>, links: Vec<Arc<CoreLink>>) {
                     let lane = upstream
                         .lanes
                         .lane(conversation.lane(upstream.lanes.count()));
-                    if lane.send(EdgeFrame::Submit(submit)).await.is_err() {
+                    // Queued at once while the lane has room; only a full lane is waited
+                    // on, in a box: inline, the wait's state would be part of this
+                    // future, which every idle session keeps (about 0.3 KiB).
+                    let sent = match lane.try_send(EdgeFrame::Submit(submit)) {
+                        Ok(()) => Ok(()),
+                        Err(TrySendError::Full(frame)) => Box::pin(lane.send(frame)).await,
+                        Err(TrySendError::Closed(_)) => Err(StreamError::Closed),
+                    };
+                    if sent.is_err() {
                         // The link dropped; its next generation re-sends from the start.
                         break 'link;
                     }

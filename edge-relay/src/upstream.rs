@@ -75,8 +75,7 @@ impl Upstream {
     fn frames_written(&self) -> u64 {
         let lanes: u64 = self
             .lanes
-            .all()
-            .iter()
+            .used()
             .map(|l| l.stats().frames.load(RELAXED))
             .sum();
         lanes + self.control_stats.frames.load(RELAXED)
@@ -132,8 +131,23 @@ impl CoreLink {
 
     /// Queues a command, waiting while the queue is full. Ignored once the link task has
     /// stopped (the edge is shutting down).
-    pub(crate) async fn command(&self, command: LinkCommand) {
-        let _ = self.commands.send(command).await;
+    ///
+    /// This is the channel's own future: wrapped in an `async` block it would hold the
+    /// command twice, and sessions await it in futures paid per idle client. Its error
+    /// (the link task stopped) needs no handling.
+    pub(crate) fn command(
+        &self,
+        command: LinkCommand,
+    ) -> impl Future<Output = Result<(), mpsc::error::SendError<LinkCommand>>> + '_ {
+        self.commands.send(command)
+    }
+
+    /// Queues a command if the queue has room now.
+    pub(crate) fn try_command(
+        &self,
+        command: LinkCommand,
+    ) -> Result<(), mpsc::error::TrySendError<LinkCommand>> {
+        self.commands.try_send(command)
     }
 
     pub(crate) fn stats(&self) -> LinkStats {

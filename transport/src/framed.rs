@@ -20,9 +20,10 @@ use protocol::error::{DecodeError, EncodeError};
 use protocol::frames::Validate;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::group::WriterGroup;
+use crate::queue;
 
 pub use tokio::sync::mpsc::error::TrySendError;
 
@@ -170,9 +171,8 @@ pub struct WriterStats {
 pub(crate) enum WriterItem<T> {
     /// A frame to write.
     ///
-    /// Boxed: a channel allocates its slots in blocks of 32 up front, and a frame is
-    /// about 150 bytes, so an unboxed queue costs almost 5 KiB per stream before it
-    /// carries anything — about 40 KiB per idle client connection at the edge.
+    /// Boxed, so a queue's slots are small: a frame is about 150 bytes, and a queue
+    /// keeps up to 32 slots after a burst (see [`crate::queue`]).
     Frame(Box<T>),
     /// Write everything queued before this, finish the stream, wait until the peer has
     /// read all of it, then answer.
@@ -185,7 +185,7 @@ pub(crate) const FINISH_WAIT: std::time::Duration = std::time::Duration::from_se
 /// The sending side of a writer task: a bounded queue of frames. Cheap to clone.
 #[derive(Debug)]
 pub struct FrameSender<T> {
-    tx: mpsc::Sender<WriterItem<T>>,
+    tx: queue::Sender<WriterItem<T>>,
     stats: Arc<WriterStats>,
 }
 
@@ -199,7 +199,7 @@ impl<T> Clone for FrameSender<T> {
 }
 
 impl<T> FrameSender<T> {
-    pub(crate) fn new(tx: mpsc::Sender<WriterItem<T>>, stats: Arc<WriterStats>) -> Self {
+    pub(crate) fn new(tx: queue::Sender<WriterItem<T>>, stats: Arc<WriterStats>) -> Self {
         Self { tx, stats }
     }
 

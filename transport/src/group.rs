@@ -8,16 +8,17 @@
 //! This is still batching with no timer: a frame alone goes out at once.
 //!
 //! It also keeps an idle connection small: one task per connection, not one per stream,
-//! and streams added with [`WriterGroup::add_lazy`] (the lanes) are only opened when their
-//! queue first gets a frame, so a lane that never carries anything costs neither end a
-//! QUIC stream (nor the peer a reader).
+//! and streams added with [`WriterGroup::add_lazy`] are only opened when their queue
+//! first gets a frame, so a stream that never carries anything costs neither end a QUIC
+//! stream (nor the peer a reader). Lanes go further: a [`LateAdder`] adds a stream to the
+//! running task only when a lane is first used, so an unused lane has no queue either.
 //!
 //! A stream whose peer is not reading (its flow-control window is full) only stops its own
 //! queue: the task keeps writing the others and is woken when that stream has room again.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -25,11 +26,12 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use protocol::codec;
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::copies::{COPY_FRAME_BYTES_MAX, Copier};
 use crate::fine_timer::{self, FineSleep};
 use crate::framed::{FINISH_WAIT, FrameSender, WriterItem, WriterStats};
+use crate::queue;
 
 /// The default hold-back on edge↔core links, in microseconds (see
 /// [`WriterGroup::with_linger`]).
@@ -53,6 +55,8 @@ pub struct WriterGroup<T> {
     /// Sends copies of small lane writes, if the peer reads them.
     copier: Option<Copier>,
     task: Arc<TaskWaker>,
+    /// Members added once the task runs (see [`WriterGroup::late_adder`]).
+    late: Arc<Late<T>>,
 }
 
 impl<T> std::fmt::Debug for WriterGroup<T> {
@@ -121,6 +125,82 @@ impl Wake for MemberWake {
     }
 }
 
+/// Members added after the task started, waiting to be taken in by it.
+struct Late<T> {
+    members: Mutex<Vec<Member<T>>>,
+    /// Set when `members` holds something.
+    added: AtomicBool,
+    /// Live [`LateAdder`]s: the task keeps running, even with no member, while any can
+    /// still add one.
+    adders: AtomicUsize,
+    task: Arc<TaskWaker>,
+}
+
+impl<T> Late<T> {
+    /// Takes the members added since the last call into `members`.
+    fn take_into(&self, members: &mut Vec<Member<T>>) {
+        if self.added.swap(false, Ordering::AcqRel) {
+            let added =
+                std::mem::take(&mut *self.members.lock().unwrap_or_else(|e| e.into_inner()));
+            // Exact: a connection gains a member per lane it uses, a few at most, and
+            // each spare slot would cost every connection a member's size.
+            members.reserve_exact(added.len());
+            members.extend(added);
+        }
+    }
+}
+
+/// Adds streams to a group whose task may already run: a stream added this way costs
+/// nothing (no queue, no entry in the task) until it is added. [`crate::LaneSenders`]
+/// uses it to set a lane up at its first use. The task keeps running while an adder
+/// lives.
+pub struct LateAdder<T> {
+    late: Arc<Late<T>>,
+}
+
+impl<T> std::fmt::Debug for LateAdder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LateAdder").finish_non_exhaustive()
+    }
+}
+
+impl<T> LateAdder<T> {
+    /// Like [`WriterGroup::add_lazy`], for a group whose task may already run: the stream
+    /// joins the task at once and is opened at its first frame. If the task has already
+    /// ended (it ends only when no adder is left, so only if it was dropped with the
+    /// runtime) the queue never drains.
+    pub fn add_lazy(
+        &self,
+        conn: &quinn::Connection,
+        kind: Option<u8>,
+        priority: i32,
+        queue: usize,
+    ) -> FrameSender<T> {
+        let stream = Stream::Unopened {
+            conn: conn.clone(),
+            kind,
+            priority,
+        };
+        let (member, sender) = Member::new(&self.late.task, stream, BytesMut::new(), queue);
+        self.late
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(member);
+        self.late.added.store(true, Ordering::Release);
+        self.late.task.wake();
+        sender
+    }
+}
+
+impl<T> Drop for LateAdder<T> {
+    fn drop(&mut self) {
+        // Counted down before the wake-up, so a task with no member left sees it and ends.
+        self.late.adders.fetch_sub(1, Ordering::AcqRel);
+        self.late.task.wake();
+    }
+}
+
 /// One stream of the group.
 struct Member<T> {
     /// Set when the queue or the stream woke this member (and at the start).
@@ -130,7 +210,7 @@ struct Member<T> {
     /// Woken since its stream was last written to (it may have room, or need opening).
     write_due: bool,
     stream: Stream,
-    rx: mpsc::Receiver<WriterItem<T>>,
+    rx: queue::Receiver<WriterItem<T>>,
     /// Encoded bytes not yet accepted by quinn.
     buf: BytesMut,
     /// Frames encoded into `buf`, counted once `buf` is written.
@@ -162,6 +242,44 @@ enum Round {
     Done,
     /// A write failed (stream stopped, connection lost): drop it.
     Failed,
+}
+
+impl<T> Member<T> {
+    /// A member writing `stream` from a new queue of `queue` frames (at least 1), with
+    /// `buf` already pending, woken through `task`; and the queue's sending side.
+    fn new(
+        task: &Arc<TaskWaker>,
+        stream: Stream,
+        buf: BytesMut,
+        queue: usize,
+    ) -> (Self, FrameSender<T>) {
+        // Lanes are the streams opened at their first frame; only they are copied.
+        let copyable = matches!(stream, Stream::Unopened { .. });
+        let (tx, rx) = queue::queue(queue.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let wake = Arc::new(MemberWake {
+            woken: AtomicBool::new(true),
+            task: task.clone(),
+        });
+        let member = Member {
+            waker: Waker::from(wake.clone()),
+            wake,
+            write_due: true,
+            stream,
+            rx,
+            buf,
+            frames_in_buf: 0,
+            done_reading: false,
+            finish: None,
+            stats: stats.clone(),
+            seq: 0,
+            copyable,
+            copy: BytesMut::new(),
+            copy_first: 0,
+            copy_frames: 0,
+        };
+        (member, FrameSender::new(tx, stats))
+    }
 }
 
 impl<T: Serialize> Member<T> {
@@ -387,8 +505,15 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
     /// An empty group. If `room` is given it is signalled every time the task takes frames
     /// off any queue of the group (see [`crate::LaneSenders::room`]).
     pub fn new(room: Option<Arc<Notify>>) -> Self {
+        let task = Arc::<TaskWaker>::default();
         Self {
-            task: Arc::default(),
+            late: Arc::new(Late {
+                members: Mutex::new(Vec::new()),
+                added: AtomicBool::new(false),
+                adders: AtomicUsize::new(0),
+                task: task.clone(),
+            }),
+            task,
             members: Vec::new(),
             room,
             linger: Duration::ZERO,
@@ -397,12 +522,22 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
     }
 
     /// Lets the task send copies of small lane writes in QUIC datagrams (see
-    /// [`crate::copies`]), as `copier`'s policy says. Only streams added with
-    /// [`WriterGroup::add_lazy`] (lanes) are copied. Give it only a peer that announced
-    /// [`protocol::frames::CAP_LANE_COPIES`].
+    /// [`crate::copies`]), as `copier`'s policy says. Only streams opened at their first
+    /// frame (lanes: [`WriterGroup::add_lazy`], [`LateAdder::add_lazy`]) are copied. Give
+    /// it only a peer that announced [`protocol::frames::CAP_LANE_COPIES`].
     pub fn with_copies(mut self, copier: Copier) -> Self {
         self.copier = Some(copier);
         self
+    }
+
+    /// An adder of streams to this group that works before and after
+    /// [`WriterGroup::spawn`]. The task keeps running while any adder lives, even once
+    /// every stream added so far has ended.
+    pub fn late_adder(&self) -> LateAdder<T> {
+        self.late.adders.fetch_add(1, Ordering::AcqRel);
+        LateAdder {
+            late: self.late.clone(),
+        }
     }
 
     /// Lets the task hold frames back for up to `linger` when it wrote less than
@@ -461,36 +596,21 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
     }
 
     fn push(&mut self, stream: Stream, buf: BytesMut, queue: usize) -> FrameSender<T> {
-        let copyable = matches!(stream, Stream::Unopened { .. });
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let stats = Arc::new(WriterStats::default());
-        let wake = Arc::new(MemberWake {
-            woken: AtomicBool::new(true),
-            task: self.task.clone(),
-        });
-        self.members.push(Member {
-            waker: Waker::from(wake.clone()),
-            wake,
-            write_due: true,
-            stream,
-            rx,
-            buf,
-            frames_in_buf: 0,
-            done_reading: false,
-            finish: None,
-            stats: stats.clone(),
-            seq: 0,
-            copyable,
-            copy: BytesMut::new(),
-            copy_first: 0,
-            copy_frames: 0,
-        });
-        FrameSender::new(tx, stats)
+        let (member, sender) = Member::new(&self.task, stream, buf, queue);
+        // Exact, not doubling: most groups (a client's control stream) stay at one member
+        // until a lane is used, and a spare slot costs every idle connection a member.
+        self.members.reserve_exact(1);
+        self.members.push(member);
+        sender
     }
 
-    /// Starts the writer task. It ends when every stream of the group has ended.
-    pub fn spawn(self) {
-        if self.members.is_empty() {
+    /// Starts the writer task. It ends when every stream of the group has ended and no
+    /// [`LateAdder`] is left.
+    pub fn spawn(mut self) {
+        // Streams added through an adder before the spawn are members like the others.
+        let late = self.late.clone();
+        late.take_into(&mut self.members);
+        if self.members.is_empty() && late.adders.load(Ordering::Acquire) == 0 {
             return;
         }
         tokio::spawn(self.run());
@@ -503,6 +623,7 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
             linger,
             mut copier,
             task,
+            late,
         } = self;
         let mut items = Vec::new();
         // When the task last handed bytes to quinn, and the end of the current hold.
@@ -515,6 +636,8 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
                 copier.poll_send(cx);
             }
             for _ in 0..ROUNDS_PER_POLL {
+                // Lanes set up since the last round (each starts woken).
+                late.take_into(&mut members);
                 let mut took = false;
                 let now = copier.as_ref().map(|_| Instant::now());
                 let copying = match (copier.as_mut(), now) {
@@ -601,7 +724,17 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
                     }
                 }
                 if members.is_empty() {
-                    return Poll::Ready(());
+                    if late.adders.load(Ordering::Acquire) == 0 {
+                        // The last adder may have added a member before it went.
+                        late.take_into(&mut members);
+                        if members.is_empty() {
+                            return Poll::Ready(());
+                        }
+                        continue;
+                    }
+                    // An adder may still add a stream; it wakes the task when it does,
+                    // and when it goes.
+                    return Poll::Pending;
                 }
                 if let Some(copier) = copier.as_mut() {
                     copier.poll_send(cx);
@@ -616,5 +749,45 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
             Poll::Pending
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the group's task still runs: it holds one reference to `late` while it
+    /// does, the test another.
+    async fn task_runs(late: &Arc<Late<u64>>) -> bool {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        Arc::strong_count(late) > 1
+    }
+
+    // A connection's lanes are set up after its writer task starts, so the task must not
+    // end while they still can be, even with no stream left; and it must end once they
+    // cannot, or every closed connection would leave a task behind.
+    #[tokio::test]
+    async fn the_task_lives_as_long_as_an_adder_and_no_longer() {
+        let group = WriterGroup::<u64>::new(None);
+        let late = group.late.clone();
+        let adder = group.late_adder();
+        group.spawn();
+        assert!(task_runs(&late).await, "an adder is left: the task waits");
+        drop(adder);
+        assert!(
+            !task_runs(&late).await,
+            "no stream and no adder: the task ended"
+        );
+    }
+
+    // A group with nothing to write and nothing that could add a stream starts no task.
+    #[tokio::test]
+    async fn an_empty_group_starts_no_task() {
+        let group = WriterGroup::<u64>::new(None);
+        let late = group.late.clone();
+        group.spawn();
+        assert!(!task_runs(&late).await);
     }
 }

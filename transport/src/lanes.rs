@@ -5,28 +5,40 @@
 //! frames stay in order, while a loss on one lane does not stall the others. Each lane's
 //! stream starts with [`STREAM_KIND_LANE`].
 //!
-//! A lane's stream is opened when the lane first carries a frame (see
-//! [`WriterGroup::add_lazy`]), not with the lanes: most lanes of an idle connection never
-//! carry anything, and an unopened lane costs neither end a QUIC stream nor the peer a
-//! reader. The peer therefore sees lanes appear one by one, in the order they are first
-//! used, and possibly never all of them.
+//! A lane is set up when it is first used ([`LaneSenders::lane`]): only then does it get
+//! its queue and a place in the writer task (through a [`LateAdder`]), and its stream is
+//! opened at its first frame. Most lanes of an idle connection never carry anything; an
+//! unused lane costs neither end a QUIC stream nor the peer a reader, and costs this end
+//! one empty slot (a queue is about 1 KiB: tokio allocates a channel's first block of 32
+//! slots up front). The peer therefore sees lanes appear one by one, in the order they
+//! are first used, and possibly never all of them.
+
+use std::sync::{Arc, OnceLock};
 
 use protocol::frames::STREAM_KIND_LANE;
 use serde::Serialize;
-
-use std::sync::Arc;
-
 use tokio::sync::Notify;
 
 use crate::framed::FrameSender;
-use crate::group::WriterGroup;
+use crate::group::{LateAdder, WriterGroup};
 
-/// The sending side of a connection's lanes.
+/// The sending side of a connection's lanes. Clones share the lanes.
 #[derive(Debug)]
 pub struct LaneSenders<T> {
-    lanes: Vec<FrameSender<T>>,
+    lanes: Arc<Lanes<T>>,
     /// Signalled whenever any lane's writer takes frames off its queue.
     room: Arc<Notify>,
+}
+
+/// The lanes of one connection, each set up at its first use.
+#[derive(Debug)]
+struct Lanes<T> {
+    slots: Box<[OnceLock<FrameSender<T>>]>,
+    /// Adds a lane to the connection's writer task when it is first used.
+    adder: LateAdder<T>,
+    conn: quinn::Connection,
+    queue_per_lane: usize,
+    priority: i32,
 }
 
 impl<T> Clone for LaneSenders<T> {
@@ -74,11 +86,11 @@ impl<T: Serialize + Send + 'static> LaneSenders<T> {
         Ok(lanes)
     }
 
-    /// Adds the lanes to `group` (their streams opened at their first frame), which the
-    /// caller spawns once it holds every stream of the connection (the control stream
-    /// too), so they share one writer task and their frames share datagrams. The lanes'
-    /// room notification is the group's (a new one if the group has none: then nothing
-    /// signals it). Fails only if the connection is already closed.
+    /// Adds the lanes to `group` (each set up at its first use, its stream opened at its
+    /// first frame), which the caller spawns once it holds every stream of the connection
+    /// (the control stream too), so they share one writer task and their frames share
+    /// datagrams. The lanes' room notification is the group's (a new one if the group has
+    /// none: then nothing signals it). Fails only if the connection is already closed.
     pub async fn open_in(
         group: &mut WriterGroup<T>,
         conn: &quinn::Connection,
@@ -89,11 +101,18 @@ impl<T: Serialize + Send + 'static> LaneSenders<T> {
         if let Some(e) = conn.close_reason() {
             return Err(e);
         }
-        let lanes = (0..count.max(1))
-            .map(|_| group.add_lazy(conn, Some(STREAM_KIND_LANE), priority, queue_per_lane))
-            .collect();
+        let lanes = Lanes {
+            slots: (0..count.max(1)).map(|_| OnceLock::new()).collect(),
+            adder: group.late_adder(),
+            conn: conn.clone(),
+            queue_per_lane,
+            priority,
+        };
         let room = group.room().cloned().unwrap_or_default();
-        Ok(Self { lanes, room })
+        Ok(Self {
+            lanes: Arc::new(lanes),
+            room,
+        })
     }
 
     /// Signalled whenever any lane takes frames off its queue: a sender that keeps frames
@@ -105,18 +124,41 @@ impl<T: Serialize + Send + 'static> LaneSenders<T> {
 }
 
 impl<T> LaneSenders<T> {
-    /// The lane with index `lane` (taken modulo the number of lanes).
+    /// The lane with index `lane` (taken modulo the number of lanes), set up now if this
+    /// is its first use.
     pub fn lane(&self, lane: u8) -> &FrameSender<T> {
-        &self.lanes[usize::from(lane) % self.lanes.len()]
+        let lanes = &*self.lanes;
+        lanes.slots[usize::from(lane) % lanes.slots.len()].get_or_init(|| {
+            lanes.adder.add_lazy(
+                &lanes.conn,
+                Some(STREAM_KIND_LANE),
+                lanes.priority,
+                lanes.queue_per_lane,
+            )
+        })
     }
 
     /// How many lanes there are.
     pub fn count(&self) -> u8 {
-        self.lanes.len() as u8
+        self.lanes.slots.len() as u8
     }
 
-    /// Every lane.
-    pub fn all(&self) -> &[FrameSender<T>] {
-        &self.lanes
+    /// The lanes used so far (the others hold nothing and have written nothing).
+    pub fn used(&self) -> impl Iterator<Item = &FrameSender<T>> {
+        self.lanes.slots.iter().filter_map(OnceLock::get)
+    }
+
+    /// The least room left in any lane's queue (a lane not used yet has all of its
+    /// queue).
+    pub fn capacity_min(&self) -> usize {
+        self.lanes
+            .slots
+            .iter()
+            .map(|slot| {
+                slot.get()
+                    .map_or(self.lanes.queue_per_lane, FrameSender::capacity)
+            })
+            .min()
+            .unwrap_or(0)
     }
 }

@@ -19,6 +19,8 @@
 //! - [`copies`]: lane copies on lossy links: [`Copier`] (sending, driven by the
 //!   [`WriterGroup`]), [`CopyRouter`] and [`LaneRecv`] (receiving: a lane merged with its
 //!   copies), [`CopyPolicy`].
+//! - `queue`: the bounded queue between a stream's senders and its writer task (smaller
+//!   than tokio's channel when idle).
 //! - [`close`]/[`close_code`]: application close codes from and to [`ErrorCode`].
 
 pub mod congestion;
@@ -29,6 +31,7 @@ pub mod group;
 pub mod lanes;
 pub mod pki;
 pub mod profile;
+mod queue;
 pub mod tls;
 
 pub use copies::{Copier, CopyPolicy, CopyRouter, CopyStats, LaneRecv};

@@ -131,7 +131,7 @@ async fn run(policy: CopyPolicy, loss: f64) -> (Vec<Vec<EdgeFrame>>, u64, u64) {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    for lane in lanes.all() {
+    for lane in lanes.used() {
         lane.finish().await.unwrap();
     }
     let (mut got, _server_conn) = tokio::time::timeout(Duration::from_secs(60), accept)

@@ -86,7 +86,7 @@ struct Args {
     link_linger_us: Option<u64>,
     /// The senders' admission target in ms: refuse sends (`Busy`) once the server's
     /// answers show a standing queue this long; 0 turns admission off. Default: the
-    /// client library's (20 ms).
+    /// client library's (off).
     #[arg(long)]
     admission_ms: Option<u64>,
     /// Target a running edge at this address instead of starting one.

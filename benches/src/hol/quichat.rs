@@ -316,7 +316,7 @@ async fn connect_all(
         config.lane_copies = copies;
         config.edge = proxy.local_addr();
         config.delivery.outbox_max = OUTBOX_MAX;
-        // Likewise admission: a stall under loss must show up as latency here.
+        // Likewise admission (off by default): a stall must show up as latency here.
         config.delivery.admission = None;
         connecting.spawn(async move { (index, Client::connect(config).await) });
     }

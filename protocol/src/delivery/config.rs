@@ -28,9 +28,12 @@ pub struct DeliveryConfig {
     pub dedup_senders_max: usize,
     /// Refuse sends with [`super::SendError::Busy`] while the server's answers show a
     /// standing queue longer than this and the client already has several messages
-    /// unanswered (see `admission.rs`). `None` turns it off: a sender that outruns the
-    /// server then queues up to `outbox_max` messages and each waits its turn. Default
-    /// [`super::ADMISSION_QUEUE_TARGET`].
+    /// unanswered (see `admission.rs`; [`super::ADMISSION_QUEUE_TARGET`] is a starting
+    /// point). `None`, the default, queues up to `outbox_max` messages, each waiting its
+    /// turn. Off by default because it also refuses a sender that queued a large batch
+    /// on purpose, and sends during a passing stall of the server (measured: 1,732 of
+    /// 45,000 refused at 5,000 msg/s on a machine busy with other work); for automated
+    /// senders that would rather be told than wait.
     pub admission: Option<Duration>,
 }
 
@@ -41,7 +44,7 @@ impl Default for DeliveryConfig {
             send_timeout: None,
             auto_ack: true,
             dedup_senders_max: DEDUP_SENDERS_MAX_DEFAULT,
-            admission: Some(super::ADMISSION_QUEUE_TARGET),
+            admission: None,
         }
     }
 }

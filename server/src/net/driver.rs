@@ -127,14 +127,7 @@ impl Driver {
         self.send_outputs(now);
         let links = &self.links;
         self.router.pump_replay(now, &mut |edge| {
-            links.get(&edge).map_or(0, |link| {
-                link.lanes
-                    .all()
-                    .iter()
-                    .map(FrameSender::capacity)
-                    .min()
-                    .unwrap_or(0)
-            })
+            links.get(&edge).map_or(0, |link| link.lanes.capacity_min())
         });
         self.send_outputs(now);
         self.start_commit(now)

@@ -513,15 +513,20 @@ fn a_full_lane_holds_back_only_its_own_conversations() {
 }
 
 #[test]
-fn an_overloaded_server_makes_a_busy_sender_refuse_at_once_and_it_recovers() {
-    // A sender that outruns the server must be told, not queue every message behind the
-    // backlog; once the server answers quickly again, it may send as before.
+fn with_admission_an_overloaded_server_makes_a_busy_sender_refuse_at_once_and_it_recovers() {
+    // With admission on, a sender that outruns the server is told, instead of queueing
+    // every message behind the backlog; once the server answers quickly again, it may send
+    // as before.
     use super::Delivery;
     use crate::frames::client::Accepted;
     use std::time::Instant;
 
     let ms = Duration::from_millis(1);
-    let mut d = Delivery::new(9, DeliveryConfig::default());
+    let config = DeliveryConfig {
+        admission: Some(super::ADMISSION_QUEUE_TARGET),
+        ..DeliveryConfig::default()
+    };
+    let mut d = Delivery::new(9, config);
     let welcome = Welcome {
         user: UserId::new("alice").unwrap(),
         name: "Alice".into(),
