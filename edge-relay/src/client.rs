@@ -93,7 +93,7 @@ async fn start(shared: Arc<Shared>, incoming: quinn::Incoming) -> Option<Started
     let mut group = WriterGroup::new(None);
     // The client's copies are read (and its deliveries copied) only if both sides
     // announced lane copies.
-    let router = copies.then(|| CopyRouter::spawn(&conn));
+    let router = copies.then(CopyRouter::default);
     if copies {
         group = group.with_copies(Copier::new(&conn, shared.settings.lane_copies));
     }
@@ -171,6 +171,7 @@ async fn run(
         _ = session.conn.closed() => None,
         result = read_control(&shared, &session, control_recv) => Some(result),
         result = accept_lanes(&shared, &session, router.as_ref()) => Some(result),
+        () = route_copies(router.as_ref(), &session.conn) => None,
         never = pump::run(&session, &shared.links) => match never {},
     };
     let id = session.id;
@@ -190,6 +191,15 @@ async fn run(
         .counters
         .clients
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Routes the client's lane copies to the lane readers until the connection ends; never
+/// ends without copies.
+async fn route_copies(router: Option<&CopyRouter>, conn: &quinn::Connection) {
+    match router {
+        Some(router) => router.run(conn).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads the client's control stream after `Hello`: acknowledgements only.

@@ -292,12 +292,17 @@ impl CopyRouter {
         let router = Self::default();
         let task = router.clone();
         let conn = conn.clone();
-        tokio::spawn(async move {
-            while let Ok(datagram) = conn.read_datagram().await {
-                task.route(datagram);
-            }
-        });
+        tokio::spawn(async move { task.run(&conn).await });
         router
+    }
+
+    /// Reads `conn`'s datagrams as lane copies until the connection ends: the task of
+    /// [`CopyRouter::spawn`], for a caller that polls it within a task of its own (an
+    /// edge keeps one task per client connection).
+    pub async fn run(&self, conn: &quinn::Connection) {
+        while let Ok(datagram) = conn.read_datagram().await {
+            self.route(datagram);
+        }
     }
 
     /// The counters.

@@ -120,7 +120,9 @@ impl Dialer {
                 version: PROTOCOL_VERSION,
                 token,
                 device: DeviceId(index as u64 + 1),
-                capabilities: 0,
+                // What the client library announces, so the edge keeps for each
+                // connection what it keeps for a real client.
+                capabilities: protocol::frames::CAP_LANE_COPIES,
             });
             transport::write_frame(&mut control_send, &hello).await?;
             let mut control_recv = FramedRecv::new(control_recv);
