@@ -131,7 +131,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             code: ErrorCode::SlowConsumer,
         })?,
     ];
-    for (target, seeds) in [("client_frames", client), ("link_frames", link)] {
+    // Lane copies: a header, then frames exactly as on a lane.
+    let copy = |stream: u64, first: u64, frames: &[&[u8]]| {
+        let mut buf = bytes::BytesMut::new();
+        protocol::copies::encode_header(protocol::copies::CopyHeader { stream, first }, &mut buf);
+        for frame in frames {
+            buf.extend_from_slice(frame);
+        }
+        // The target reads several datagrams, each after a length byte.
+        let mut seed = vec![u8::try_from(buf.len()).unwrap_or(u8::MAX)];
+        seed.extend_from_slice(&buf);
+        seed
+    };
+    let copies: Vec<Vec<u8>> = vec![
+        copy(2, 0, &[&client[1]]),
+        copy(6, 3, &[&client[1], &client[1]]),
+        copy(3, 1, &[&client[4]]),
+        copy(7, 9, &[&client[4], &client[4], &client[4]]),
+    ];
+    for (target, seeds) in [
+        ("client_frames", client),
+        ("link_frames", link),
+        ("lane_copies", copies),
+    ] {
         let dir = out.join(target);
         std::fs::create_dir_all(&dir)?;
         for (i, seed) in seeds.iter().enumerate() {
