@@ -2,18 +2,17 @@
 //! Lane copies over real QUIC through a lossy, delaying UDP proxy: every frame arrives
 //! once and in order whichever copy wins, and copies do fill the gaps lost packets leave.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use protocol::frames::STREAM_KIND_LANE;
 use protocol::frames::link::EdgeFrame;
-use protocol::frames::{ALPN_CORE, STREAM_KIND_LANE};
 use protocol::limits::FRAME_BYTES_MAX;
 use protocol::{DeviceId, SessionId, UserId};
 use testkit::{LinkConfig, ProxyConfig, UdpProxy};
-use transport::tls::{self, ClientAuth};
-use transport::{
-    Copier, CopyPolicy, CopyRouter, DevPki, LaneRecv, LaneSenders, TransportProfile, WriterGroup,
-};
+use transport::{Copier, CopyPolicy, CopyRouter, LaneRecv, LaneSenders, WriterGroup};
 
 /// Frames each lane carries.
 const FRAMES_PER_LANE: u64 = 150;
@@ -30,32 +29,10 @@ async fn pair_through_proxy(
     quinn::Connection,
     quinn::Connection,
 ) {
-    let pki = DevPki::ensure(dir).unwrap();
-    let profile = TransportProfile::client_link();
-    let server_config = tls::server_config(
-        tls::load_certs(&pki.core_cert).unwrap(),
-        tls::load_key(&pki.core_key).unwrap(),
-        ALPN_CORE,
-        ClientAuth::Required(tls::load_certs(&pki.ca_cert).unwrap()),
-        &profile,
-    )
-    .unwrap();
-    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let (server, client) = common::endpoints(dir);
     let proxy = UdpProxy::start(ProxyConfig::new(server.local_addr().unwrap()))
         .await
         .unwrap();
-    let client_config = tls::client_config(
-        tls::load_certs(&pki.ca_cert).unwrap(),
-        ALPN_CORE,
-        Some((
-            tls::load_certs(&pki.edge_client_cert).unwrap(),
-            tls::load_key(&pki.edge_client_key).unwrap(),
-        )),
-        &profile,
-    )
-    .unwrap();
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(client_config);
     let connecting = client
         .connect(proxy.local_addr(), transport::pki::DEV_SERVER_NAME)
         .unwrap();

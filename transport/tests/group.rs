@@ -2,17 +2,17 @@
 //! The shared writer task of a connection, over real QUIC on loopback: streams stay
 //! independent, and the hold-back packs frames into fewer datagrams.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use protocol::frames::STREAM_KIND_LANE;
 use protocol::frames::link::EdgeFrame;
-use protocol::frames::{ALPN_CORE, STREAM_KIND_LANE};
 use protocol::{DeviceId, SessionId, UserId};
-use transport::tls::{self, ClientAuth};
-use transport::{DevPki, FramedRecv, LaneSenders, TransportProfile, WriterGroup};
+use transport::{FramedRecv, LaneSenders, TransportProfile, WriterGroup};
 
-/// A server and a connected client with the client-link profile (256 KiB per stream,
-/// 1 MiB per connection), so one stream can be blocked while the connection is not.
+/// A server and a connected client with the client-link profile (see `common`).
 /// Returns the endpoints (kept alive), the server's connection and the client's.
 async fn pair(
     dir: &std::path::Path,
@@ -21,29 +21,7 @@ async fn pair(
     quinn::Connection,
     quinn::Connection,
 ) {
-    let pki = DevPki::ensure(dir).unwrap();
-    let profile = TransportProfile::client_link();
-    let server_config = tls::server_config(
-        tls::load_certs(&pki.core_cert).unwrap(),
-        tls::load_key(&pki.core_key).unwrap(),
-        ALPN_CORE,
-        ClientAuth::Required(tls::load_certs(&pki.ca_cert).unwrap()),
-        &profile,
-    )
-    .unwrap();
-    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let client_config = tls::client_config(
-        tls::load_certs(&pki.ca_cert).unwrap(),
-        ALPN_CORE,
-        Some((
-            tls::load_certs(&pki.edge_client_cert).unwrap(),
-            tls::load_key(&pki.edge_client_key).unwrap(),
-        )),
-        &profile,
-    )
-    .unwrap();
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(client_config);
+    let (server, client) = common::endpoints(dir);
     let addr = server.local_addr().unwrap();
     let connecting = client
         .connect(addr, transport::pki::DEV_SERVER_NAME)
