@@ -17,7 +17,7 @@ use std::time::Instant;
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics, CubicConfig};
 use quinn_proto::RttEstimator;
 
-/// Builds [`Floored`] CUBIC controllers.
+/// Builds CUBIC controllers whose window never drops below a floor.
 #[derive(Debug)]
 pub struct FlooredCubic {
     cubic: Arc<CubicConfig>,
