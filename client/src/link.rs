@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::frames::CAP_LANE_COPIES;
 use protocol::frames::client::{ClientFrame, Hello, Welcome};
 use protocol::frames::{PROTOCOL_VERSION, STREAM_KIND_LANE};
 use protocol::limits::FRAME_BYTES_MAX;
@@ -111,11 +110,7 @@ impl Link {
             version: PROTOCOL_VERSION,
             token,
             device,
-            capabilities: if lane_copies == CopyPolicy::Off {
-                0
-            } else {
-                CAP_LANE_COPIES
-            },
+            capabilities: lane_copies.capabilities(),
         });
         transport::write_frame(&mut send, &hello)
             .await
@@ -142,7 +137,7 @@ impl Link {
         // wakes the driver when any of their queues has space again.
         let mut group = transport::WriterGroup::new(Some(Arc::default()));
         // Copies travel each way only if both sides announced them.
-        let copies = lane_copies != CopyPolicy::Off && welcome.capabilities & CAP_LANE_COPIES != 0;
+        let copies = lane_copies.agreed(welcome.capabilities);
         if copies {
             group = group.with_copies(Copier::new(conn, lane_copies));
         }

@@ -7,11 +7,11 @@
 //! was wrong (e.g. `TokenExpired`, "token expired; ask the game backend for a new one").
 
 use protocol::ErrorCode;
+use protocol::frames::PROTOCOL_VERSION;
 use protocol::frames::client::{ClientFrame, Hello, ServerFrame, Welcome};
-use protocol::frames::{CAP_LANE_COPIES, Capabilities, PROTOCOL_VERSION};
 use protocol::ids::{DeviceId, SessionId};
 use tokio::time::{Instant, timeout_at};
-use transport::{CopyPolicy, FramedRecv, write_frame};
+use transport::{FramedRecv, write_frame};
 
 use crate::auth::Identity;
 use crate::error::SessionEnd;
@@ -143,22 +143,13 @@ async fn welcome(shared: &Shared, conn: &quinn::Connection) -> Result<Accepted, 
         name: identity.name.clone(),
         session,
         limits: shared.settings.limits,
-        capabilities: welcome_copies(shared),
+        capabilities: shared.settings.lane_copies.capabilities(),
     };
     write_frame(&mut send, &ServerFrame::Welcome(welcome))
         .await
         .map_err(|_| Refused::Gone)?;
-    let copies = welcome_copies(shared) != 0 && hello.capabilities & CAP_LANE_COPIES != 0;
+    let copies = shared.settings.lane_copies.agreed(hello.capabilities);
     Ok((identity, hello.device, session, send, recv, copies))
-}
-
-/// The lane-copy capability this edge announces: it reads copies unless they are off.
-fn welcome_copies(shared: &Shared) -> Capabilities {
-    if shared.settings.lane_copies == CopyPolicy::Off {
-        0
-    } else {
-        CAP_LANE_COPIES
-    }
 }
 
 fn close(code: ErrorCode, reason: String) -> Refused {

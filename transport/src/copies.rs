@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use protocol::copies::{self, CopyHeader, LaneMerge};
 use protocol::frames::Validate;
+use protocol::frames::{CAP_LANE_COPIES, Capabilities};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -67,6 +68,23 @@ pub enum CopyPolicy {
     Auto,
     /// For every small lane write.
     Always,
+}
+
+impl CopyPolicy {
+    /// What to announce in a hello: a peer reads copies unless its policy is `Off`.
+    pub fn capabilities(self) -> Capabilities {
+        if self == CopyPolicy::Off {
+            0
+        } else {
+            CAP_LANE_COPIES
+        }
+    }
+
+    /// Whether copies travel on a connection whose peer announced `peer`: both sides must
+    /// have announced them.
+    pub fn agreed(self, peer: Capabilities) -> bool {
+        self.capabilities() & peer & CAP_LANE_COPIES != 0
+    }
 }
 
 impl fmt::Display for CopyPolicy {

@@ -8,10 +8,10 @@
 //! This is still batching with no timer: a frame alone goes out at once.
 //!
 //! It also keeps an idle connection small: one task per connection, not one per stream,
-//! and streams added with [`WriterGroup::add_lazy`] are only opened when their queue
-//! first gets a frame, so a stream that never carries anything costs neither end a QUIC
-//! stream (nor the peer a reader). Lanes go further: a [`LateAdder`] adds a stream to the
-//! running task only when a lane is first used, so an unused lane has no queue either.
+//! and streams added with [`LateAdder::add_lazy`] (the lanes) are only opened when their
+//! queue first gets a frame, so a stream that never carries anything costs neither end a
+//! QUIC stream (nor the peer a reader). [`crate::LaneSenders`] adds a lane that way only
+//! when it is first used, so an unused lane has no queue either.
 //!
 //! A stream whose peer is not reading (its flow-control window is full) only stops its own
 //! queue: the task keeps writing the others and is woken when that stream has room again.
@@ -76,7 +76,7 @@ enum Stream {
     /// Open: written whenever the buffer holds bytes.
     Open(quinn::SendStream),
     /// Not opened: opened on `conn` once the buffer holds a frame (see
-    /// [`WriterGroup::add_lazy`]); its kind byte is put in the buffer before that frame.
+    /// [`LateAdder::add_lazy`]); its kind byte is put in the buffer before that frame.
     Unopened {
         conn: quinn::Connection,
         kind: Option<u8>,
@@ -165,10 +165,15 @@ impl<T> std::fmt::Debug for LateAdder<T> {
 }
 
 impl<T> LateAdder<T> {
-    /// Like [`WriterGroup::add_lazy`], for a group whose task may already run: the stream
-    /// joins the task at once and is opened at its first frame. If the task has already
-    /// ended (it ends only when no adder is left, so only if it was dropped with the
-    /// runtime) the queue never drains.
+    /// Adds a unidirectional stream of `conn` that is opened only when its queue (of
+    /// `queue` frames, at least 1) first gets a frame: then it is given `priority`, and
+    /// `kind`, if given, is written ahead of that frame. The peer sees the stream only
+    /// from then on; one that never carries a frame is never opened, and finishing it
+    /// (or dropping every sender) ends it at once. If the stream cannot be opened (the
+    /// connection is gone) or a write fails, its queue closes. The group's task may
+    /// already run: the stream joins it at once. If the task has already ended (it ends
+    /// only when no adder is left, so only if it was dropped with the runtime) the queue
+    /// never drains.
     pub fn add_lazy(
         &self,
         conn: &quinn::Connection,
@@ -523,7 +528,7 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
 
     /// Lets the task send copies of small lane writes in QUIC datagrams (see
     /// [`crate::copies`]), as `copier`'s policy says. Only streams opened at their first
-    /// frame (lanes: [`WriterGroup::add_lazy`], [`LateAdder::add_lazy`]) are copied. Give
+    /// frame (lanes: [`LateAdder::add_lazy`]) are copied. Give
     /// it only a peer that announced [`protocol::frames::CAP_LANE_COPIES`].
     pub fn with_copies(mut self, copier: Copier) -> Self {
         self.copier = Some(copier);
@@ -572,27 +577,6 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
             buf.extend_from_slice(&[kind]);
         }
         self.push(Stream::Open(send), buf, queue)
-    }
-
-    /// Adds a unidirectional stream of `conn` that is opened only when its queue (of
-    /// `queue` frames, at least 1) first gets a frame: then it is given `priority`, and
-    /// `kind`, if given, is written ahead of that frame. The peer sees the stream only
-    /// from then on; one that never carries a frame is never opened, and finishing it
-    /// (or dropping every sender) ends it at once. If the stream cannot be opened (the
-    /// connection is gone) or a write fails, its queue closes.
-    pub fn add_lazy(
-        &mut self,
-        conn: &quinn::Connection,
-        kind: Option<u8>,
-        priority: i32,
-        queue: usize,
-    ) -> FrameSender<T> {
-        let stream = Stream::Unopened {
-            conn: conn.clone(),
-            kind,
-            priority,
-        };
-        self.push(stream, BytesMut::new(), queue)
     }
 
     fn push(&mut self, stream: Stream, buf: BytesMut, queue: usize) -> FrameSender<T> {
