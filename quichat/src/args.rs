@@ -10,6 +10,11 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "quichat", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Threads that run the servers' tasks. 1 runs everything on one thread, which costs
+    /// the least CPU per message (no wake-ups between threads) but uses one core; the
+    /// default is one per core. The core's store writer always has its own thread.
+    #[arg(long, global = true, env = "QUICHAT_THREADS")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,

@@ -24,6 +24,11 @@ struct Dev {
 
 impl Dev {
     async fn start() -> Dev {
+        Dev::start_with(&[]).await
+    }
+
+    /// `quichat dev` with `extra` flags.
+    async fn start_with(extra: &[&str]) -> Dev {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("dev.log")).unwrap();
         let data = dir.path().join("data");
@@ -33,6 +38,7 @@ impl Dev {
             .arg(&data)
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -177,6 +183,28 @@ async fn send_prints_the_id_and_listen_prints_each_message_as_a_json_line() {
             "{line}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_server_on_one_thread_delivers_online_and_stored_messages_in_order() {
+    // `--threads 1` runs the edge and the core on tokio's current-thread scheduler (the
+    // load tools' default). Messages to an offline user are stored and replayed; then an
+    // online listener receives the next one while it waits.
+    let dev = Dev::start_with(&["--threads", "1"]).await;
+    for text in ["one", "two", "three"] {
+        dev.send("alice", "bob", text).await;
+    }
+    let lines = dev.listen("bob", 3, 20).await;
+    assert_eq!(texts(&lines), ["one", "two", "three"]);
+
+    let listener = dev.listen("bob", 1, 20);
+    let sender = async {
+        // Give the listener time to connect, so this one is delivered online.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        dev.send("alice", "bob", "four").await
+    };
+    let (lines, _) = tokio::join!(listener, sender);
+    assert_eq!(texts(&lines), ["four"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::fine_timer::{self, FineSleep};
+use crate::deadline::Deadline;
 use crate::framed::{FramedRecv, StreamError};
 
 /// How long after the stream write its copy is sent: long enough that quinn has sent the
@@ -181,7 +181,7 @@ pub struct Copier {
     watch: LossWatch,
     /// Datagrams waiting for their send time, oldest first.
     pending: VecDeque<(Instant, Bytes)>,
-    timer: Option<FineSleep>,
+    timer: Option<Deadline>,
     stats: Arc<CopyStats>,
 }
 
@@ -271,8 +271,8 @@ impl Copier {
                 return;
             };
             let timer = match &mut self.timer {
-                Some(timer) if timer.deadline() == due => timer,
-                slot => slot.insert(fine_timer::sleep_until(due)),
+                Some(timer) if timer.at() == due => timer,
+                slot => slot.insert(Deadline::new(due)),
             };
             if Pin::new(timer).poll(cx).is_pending() {
                 return;

@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
 use crate::copies::{COPY_FRAME_BYTES_MAX, Copier};
-use crate::fine_timer::{self, FineSleep};
+use crate::deadline::Deadline;
 use crate::framed::{FINISH_WAIT, FrameSender, WriterItem, WriterStats};
 use crate::queue;
 
@@ -612,7 +612,7 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
         let mut items = Vec::new();
         // When the task last handed bytes to quinn, and the end of the current hold.
         let mut last_flush: Option<Instant> = None;
-        let mut hold: Option<FineSleep> = None;
+        let mut hold: Option<Deadline> = None;
         poll_fn(|cx| {
             // Members wake the task through their own wakers (see `MemberWake`).
             task.register(cx.waker());
@@ -655,7 +655,7 @@ impl<T: Serialize + Send + 'static> WriterGroup<T> {
                         && !full
                         && last.elapsed() < linger
                     {
-                        hold = Some(fine_timer::sleep_until(last + linger));
+                        hold = Some(Deadline::new(last + linger));
                     }
                 }
                 if let Some(sleep) = hold.as_mut() {

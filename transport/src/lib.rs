@@ -25,7 +25,7 @@
 
 pub mod congestion;
 pub mod copies;
-pub mod fine_timer;
+pub mod deadline;
 pub mod framed;
 pub mod group;
 pub mod lanes;

@@ -84,6 +84,11 @@ struct Args {
     /// datagrams per message with and without it. Default: the server's own default.
     #[arg(long, conflicts_with = "edge")]
     link_linger_us: Option<u64>,
+    /// Runtime threads of the `quichat dev` this tool starts (`quichat --threads`); 0
+    /// leaves the server's default, one per core. One leaves the other core of a small
+    /// machine to this tool.
+    #[arg(long, default_value_t = benches::load::server::SERVER_THREADS_DEFAULT.get(), conflicts_with_all = ["edge", "in_process"])]
+    server_threads: usize,
     /// The senders' admission target in ms: refuse sends (`Busy`) once the server's
     /// answers show a standing queue this long; 0 turns admission off. Default: the
     /// client library's (off).
@@ -234,6 +239,7 @@ fn target(args: &Args) -> Result<Target> {
         binary: DevProcess::find_binary(args.quichat.as_deref())?,
         log_filter: args.server_log.clone(),
         link_linger_us: args.link_linger_us,
+        threads: std::num::NonZeroUsize::new(args.server_threads),
     })
 }
 

@@ -255,6 +255,7 @@ impl Context {
                     binary: self.binaries()?.quichat.clone(),
                     log_filter: "warn".into(),
                     link_linger_us: None,
+                    threads: Some(benches::load::server::SERVER_THREADS_DEFAULT),
                 };
                 quichat_side::drain(&target, messages, self.args.size).await
             }

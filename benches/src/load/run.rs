@@ -322,11 +322,17 @@ async fn run_on(target: &Target, running: &Running, options: &RunOptions) -> Res
         }
     };
     match target {
-        Target::Dev { .. } => notes.push(
-            "the quichat dev process does not expose its edge's datagram and frame \
-             counters; run with --in-process to see them"
-                .into(),
-        ),
+        Target::Dev { threads, .. } => {
+            notes.push(match threads {
+                Some(n) => format!("quichat dev ran with --threads {n}"),
+                None => "quichat dev ran with its default threads (one per core)".into(),
+            });
+            notes.push(
+                "the quichat dev process does not expose its edge's datagram and frame \
+                 counters; run with --in-process to see them"
+                    .into(),
+            );
+        }
         Target::InProcess { .. } => notes.push(
             "in-process: the server shares this process and its CPU; cpu.server covers \
              the load generator too"

@@ -11,6 +11,7 @@
 //!   — through a proxy, on another machine; CPU is measured for the pids given, if any.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -76,6 +77,13 @@ impl EdgeAccess {
     }
 }
 
+/// The runtime threads the load tools give a `quichat dev` child unless told otherwise:
+/// one, because the load generator needs the machine's other core, and one thread costs
+/// the least CPU per message (as mosquitto, the peer, also runs on one thread). Measured
+/// on the 2-core bench machine at 5k msg/s: 114 µs per message with one runtime thread per
+/// core, 88–93 µs with one (BENCHMARKS.md).
+pub const SERVER_THREADS_DEFAULT: NonZeroUsize = NonZeroUsize::MIN;
+
 /// What to put under load.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -87,6 +95,8 @@ pub enum Target {
         log_filter: String,
         /// `--link-linger-us` for the child (`None`: its default).
         link_linger_us: Option<u64>,
+        /// `--threads` for the child (`None`: its default, one per core).
+        threads: Option<NonZeroUsize>,
     },
     /// Run a core and `edges` edges in this process.
     InProcess {
@@ -121,9 +131,10 @@ impl Target {
                 binary,
                 log_filter,
                 link_linger_us,
+                threads,
             } => {
                 let (process, edge) =
-                    DevProcess::start(binary, log_filter, *link_linger_us).await?;
+                    DevProcess::start(binary, log_filter, *link_linger_us, *threads).await?;
                 Ok(Running {
                     edges: vec![edge],
                     servers: vec![Process::Pid(process.pid())],
@@ -281,6 +292,7 @@ impl DevProcess {
         binary: &Path,
         log_filter: &str,
         link_linger_us: Option<u64>,
+        threads: Option<NonZeroUsize>,
     ) -> Result<(Self, EdgeAccess)> {
         let dir = tempfile::Builder::new()
             .prefix("quichat-load-")
@@ -293,6 +305,9 @@ impl DevProcess {
         command.arg("dev");
         if let Some(us) = link_linger_us {
             command.args(["--link-linger-us", &us.to_string()]);
+        }
+        if let Some(threads) = threads {
+            command.args(["--threads", &threads.to_string()]);
         }
         let child = command
             .arg("--data")
@@ -389,7 +404,7 @@ mod tests {
         // `false` exits at once, like a `quichat dev` that cannot bind its port: the tool
         // must say so promptly instead of waiting out its start timeout.
         let started = Instant::now();
-        let Err(error) = DevProcess::start(Path::new("false"), "warn", None).await else {
+        let Err(error) = DevProcess::start(Path::new("false"), "warn", None, None).await else {
             panic!("`false` cannot be a server");
         };
         assert!(error.to_string().contains("exited"), "{error}");

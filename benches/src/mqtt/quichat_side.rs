@@ -381,6 +381,7 @@ mod tests {
             binary: PathBuf::from("/nonexistent/quichat"),
             log_filter: "warn".into(),
             link_linger_us: None,
+            threads: None,
         };
         let error = drain(&target, DEV_INBOX_MAX + 1, 64).await.unwrap_err();
         assert!(error.to_string().contains("inbox_max"), "{error}");
