@@ -74,8 +74,8 @@ pub struct EdgeConfig {
     #[serde(default = "default_name")]
     pub name: String,
     /// Deliveries queued per client lane before the client counts as too slow and is
-    /// closed with `SlowConsumer`. Default 2048 (keep it above the core's
-    /// `replay_window`, 1024 by default). Slots are allocated as they fill, 32 at a time,
+    /// closed with `SlowConsumer`. Default 8192 (keep it above the core's
+    /// `replay_window`, 4096 by default). Slots are allocated as they fill, 32 at a time,
     /// so an idle client costs little whatever the bound.
     #[serde(default = "default_client_queue_frames")]
     pub client_queue_frames: usize,
@@ -174,7 +174,7 @@ fn default_name() -> String {
     "edge".into()
 }
 fn default_client_queue_frames() -> usize {
-    2048
+    8192
 }
 fn default_inflight_per_session() -> usize {
     256

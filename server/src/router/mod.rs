@@ -195,7 +195,7 @@ impl Default for RouterConfig {
             replay_page: 256,
             replay_headroom: 256,
             replay_pages_per_pump: 16,
-            replay_window: 1024,
+            replay_window: 4096,
             expire_interval: Duration::from_secs(30),
             pending_max: 200_000,
             pending_bytes_max: 256 * 1024 * 1024,
