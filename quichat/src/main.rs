@@ -15,6 +15,12 @@ use clap::Parser;
 
 use args::{Cli, Command};
 
+/// jemalloc instead of the system allocator, with `--features jemalloc`: see
+/// docs/ARCHITECTURE.md, "jemalloc for production builds".
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Servers log at info by default; client commands keep standard error for errors.

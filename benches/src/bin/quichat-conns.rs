@@ -17,7 +17,7 @@
 //! would mean nothing.
 //!
 //! ```text
-//! cargo build --release -p quichat -p benches
+//! cargo build --release -p quichat -p benches --features quichat/jemalloc
 //! target/release/quichat-conns                # 1k and 10k clients, split topology
 //! target/release/quichat-conns --smoke        # 200 clients, a few seconds
 //! ```

@@ -9,7 +9,7 @@
 //! The pieces live in `benches::load`; this file is the command line.
 //!
 //! ```text
-//! cargo build --release -p quichat -p benches
+//! cargo build --release -p quichat -p benches --features quichat/jemalloc
 //! target/release/quichat-load --pairs 50 --rate 5000 --duration 10
 //! target/release/quichat-load --sweep
 //! target/release/quichat-load --smoke

@@ -14,7 +14,7 @@
 //! file is the command line. See `docs/bench/mosquitto.md`.
 //!
 //! ```text
-//! cargo build --release -p quichat -p benches
+//! cargo build --release -p quichat -p benches --features quichat/jemalloc
 //! target/release/quichat-vs-mosquitto --rate 5000 --sweep --drain 10000
 //! ```
 
@@ -53,7 +53,7 @@ use serde_json::{Value, json};
 ///   --smoke      5 pairs, 2 s, a one-step sweep, drain 500; exit non-zero on any loss
 ///
 /// Needs `quichat` and `quichat-load` next to this executable
-/// (`cargo build --release -p quichat -p benches`) and mosquitto
+/// (`cargo build --release -p quichat -p benches --features quichat/jemalloc`) and mosquitto
 /// (`apt-get install -y mosquitto`).
 ///
 /// Note: mosquitto's QoS 1 PUBACK does not mean the message is on disk (persistence

@@ -63,7 +63,7 @@ impl QuichatBinaries {
             .with_context(|| {
                 format!(
                     "no `quichat-load` next to {}: build it with \
-                     `cargo build --release -p quichat -p benches` (the same profile)",
+                     `cargo build --release -p quichat -p benches --features quichat/jemalloc` (the same profile)",
                     exe.display()
                 )
             })?;
