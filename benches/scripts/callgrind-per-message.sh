@@ -23,7 +23,7 @@ quichat_run() {
   local secs=$1 dir=$work/q$1
   mkdir -p "$dir"
   valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
-    "$bin/quichat" dev --data "$dir/data" --listen 127.0.0.1:0 \
+    "$bin/quichat" --threads 1 dev --data "$dir/data" --listen 127.0.0.1:0 \
     --send-per-second 100000 --send-burst 100000 >"$dir/log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 240); do [ -s "$dir/data/edge-addr" ] && break; sleep 0.5; done
