@@ -8,9 +8,10 @@
 //! It replaced a process-wide timer thread with exact sleeps: under load that thread had
 //! to be scheduled to wake a task, which cost a context switch per hold and, on two busy
 //! cores, up to milliseconds of scheduling delay. Measured at 5k msg/s (`quichat-load
-//! --pairs 50 --rate 5000`, server on one runtime thread): server CPU 88–90 → 67–80 µs per
-//! message and p50 1.6 → 1.2 ms, with the same 0.19 datagrams per message each way on the
-//! edge↔core link (docs/ARCHITECTURE.md, "Hold-back on the edge↔core link").
+//! --pairs 50 --rate 5000`, server on one runtime thread): server CPU 83–89 → 67–71 µs per
+//! message and p50 1.55–1.63 → 1.19–1.20 ms, with the same 0.18–0.20 datagrams per message
+//! each way on the edge↔core link (docs/ARCHITECTURE.md, "One writer task per connection,
+//! and a hold-back on edge↔core links").
 
 use std::future::Future;
 use std::pin::Pin;
