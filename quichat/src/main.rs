@@ -63,7 +63,8 @@ fn main() -> ExitCode {
 
 /// The async runtime for `threads` threads: one thread gets tokio's current-thread
 /// scheduler, where a task waking another is a queue push rather than a cross-thread
-/// wake-up (measured: 23 % less server CPU per message at 5k msg/s, BENCHMARKS.md).
+/// wake-up (measured at 5k msg/s: 111–117 → 73–81 µs of server CPU per message,
+/// docs/ARCHITECTURE.md, "Runtime threads are an operator's choice").
 fn build_runtime(threads: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = match threads.map(NonZeroUsize::get) {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
