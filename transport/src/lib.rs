@@ -19,6 +19,8 @@
 //! - [`copies`]: lane copies on lossy links: [`Copier`] (sending, driven by the
 //!   [`WriterGroup`]), [`CopyRouter`] and [`LaneRecv`] (receiving: a lane merged with its
 //!   copies), [`CopyPolicy`].
+//! - [`deadline`]: [`deadline::Deadline`], the short waits of the writers' hold-back and
+//!   the copy delay, on the runtime's timer.
 //! - `queue`: the bounded queue between a stream's senders and its writer task (smaller
 //!   than tokio's channel when idle).
 //! - [`close`]/[`close_code`]: application close codes from and to [`ErrorCode`].
