@@ -18,8 +18,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// A future that completes at `deadline`: when polled at or after it, or when the
-/// runtime's timer fires (at most about a millisecond later).
+/// A future that completes at its instant ([`Deadline::at`]): when polled at or after
+/// it, or when the runtime's timer fires (at most about a millisecond later).
 #[derive(Debug)]
 pub struct Deadline {
     at: Instant,

@@ -80,8 +80,9 @@ impl EdgeAccess {
 /// The runtime threads the load tools give a `quichat dev` child unless told otherwise:
 /// one, because the load generator needs the machine's other core, and one thread costs
 /// the least CPU per message (as mosquitto, the peer, also runs on one thread). Measured
-/// on the 2-core bench machine at 5k msg/s: 114 µs per message with one runtime thread per
-/// core, 88–93 µs with one (BENCHMARKS.md).
+/// on the 2-core bench machine at 5k msg/s: 111–117 µs per message with one runtime thread
+/// per core, 73–81 µs with one (docs/ARCHITECTURE.md, "Runtime threads are an operator's
+/// choice").
 pub const SERVER_THREADS_DEFAULT: NonZeroUsize = NonZeroUsize::MIN;
 
 /// What to put under load.
