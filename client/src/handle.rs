@@ -54,7 +54,7 @@ impl Client {
         } else {
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
         };
-        let endpoint = quinn::Endpoint::client(bind).map_err(ConnectError::Socket)?;
+        let endpoint = transport::endpoint::client_endpoint(bind).map_err(ConnectError::Socket)?;
         let params = Arc::new(DialParams {
             endpoint,
             quic,

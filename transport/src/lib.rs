@@ -19,6 +19,8 @@
 //! - [`copies`]: lane copies on lossy links: [`Copier`] (sending, driven by the
 //!   [`WriterGroup`]), [`CopyRouter`] and [`LaneRecv`] (receiving: a lane merged with its
 //!   copies), [`CopyPolicy`].
+//! - [`endpoint`]: [`endpoint::client_endpoint`], a client endpoint without quinn's 3 MB
+//!   receive buffer (UDP GRO off: one datagram per buffer).
 //! - [`deadline`]: [`deadline::Deadline`], the short waits of the writers' hold-back and
 //!   the copy delay, on the runtime's timer.
 //! - `queue`: the bounded queue between a stream's senders and its writer task (smaller
@@ -28,6 +30,7 @@
 pub mod congestion;
 pub mod copies;
 pub mod deadline;
+pub mod endpoint;
 pub mod framed;
 pub mod group;
 pub mod lanes;
