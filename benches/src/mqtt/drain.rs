@@ -127,6 +127,10 @@ pub async fn run(
                     last_seq = Some(stamp.seq);
                     summary.received += 1;
                     last_message_at = Instant::now();
+                    if summary.received == 1 {
+                        summary.first_ms =
+                            last_message_at.duration_since(started).as_secs_f64() * 1e3;
+                    }
                 }
                 _ => {}
             }
@@ -178,6 +182,7 @@ mod tests {
             .unwrap();
         assert!(summary.is_clean(), "{summary:?}");
         assert_eq!(summary.received, 300);
-        assert!(summary.connect_ms <= summary.drain_ms);
+        assert!(summary.connect_ms <= summary.first_ms, "{summary:?}");
+        assert!(summary.first_ms <= summary.drain_ms, "{summary:?}");
     }
 }

@@ -170,15 +170,24 @@ pub fn drain_table(runs: &[DrainSummary], ratios: &[DrainRatios]) -> String {
     let _ = writeln!(out, "offline drain of {messages} messages");
     let _ = writeln!(
         out,
-        "{:<14} {:>10} {:>10} {:>10} {:>9} {:>4} {:>4} {:>12}",
-        "system", "connect ms", "drain ms", "msg/s", "received", "dup", "ooo", "srv CPU ms"
+        "{:<14} {:>10} {:>9} {:>10} {:>10} {:>9} {:>4} {:>4} {:>12}",
+        "system",
+        "connect ms",
+        "first ms",
+        "drain ms",
+        "msg/s",
+        "received",
+        "dup",
+        "ooo",
+        "srv CPU ms"
     );
     for r in runs {
         let _ = writeln!(
             out,
-            "{:<14} {:>10.1} {:>10.1} {:>10.0} {:>9} {:>4} {:>4} {:>12}",
+            "{:<14} {:>10.1} {:>9.1} {:>10.1} {:>10.0} {:>9} {:>4} {:>4} {:>12}",
             r.system,
             r.connect_ms,
+            r.first_ms,
             r.drain_ms,
             r.msgs_per_sec,
             r.received,

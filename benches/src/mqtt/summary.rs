@@ -130,6 +130,9 @@ pub struct DrainSummary {
     /// From the recipient's reconnect to its session being up (quichat `Welcome`, MQTT
     /// `CONNACK`), ms.
     pub connect_ms: f64,
+    /// From the recipient's reconnect to the first message received, ms: how long a
+    /// returning player waits to see anything.
+    pub first_ms: f64,
     /// From the recipient's reconnect to the last message received, ms: the figure
     /// compared. (When messages are missing, to the last one that came.)
     pub drain_ms: f64,
