@@ -1,22 +1,26 @@
 //! The router task: the short loop that drives the sans-IO [`Router`].
 //!
-//! It waits for the next event — an edge input, a finished commit, a tick, shutdown —
-//! hands it to the router, then does what the router asks: queue frames on edge streams
-//! without waiting (a full lane is reported back, never awaited), close edges, pump
-//! replay while lanes have room, and give the next batch to the writer.
+//! It waits for the next event — an edge input, a finished commit, room on an edge's
+//! lanes while replay waits for it, a tick, shutdown — hands it to the router, then does
+//! what the router asks: queue frames on edge streams without waiting (a full lane is
+//! reported back, never awaited), close edges, pump replay while lanes have room, and
+//! give the next batch to the writer. While replay is waiting it yields between turns,
+//! so the frames already queued leave before more pages are read.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::{CoreFrame, EdgeFrame, ErrorCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use transport::{FrameSender, LaneSenders, TrySendError};
 
 use super::writer::Writer;
 use crate::router::{Channel, EdgeId, Now, Output, Router};
 
-/// How often the router ticks: expiry scheduling, commit retries, and replay for
-/// sessions waiting for lane room.
+/// How often the router ticks: expiry scheduling, commit retries, and replay that could
+/// not go on otherwise (a failed store read). Replay waiting for lane room goes on when
+/// the link's writer takes frames (`Driver::room`).
 const TICK: Duration = Duration::from_millis(50);
 /// Most commits a clean shutdown waits for while flushing (a failing disk must not hang
 /// shutdown forever).
@@ -63,6 +67,9 @@ pub(crate) struct Driver {
     pub(crate) router: Router,
     pub(crate) writer: Writer,
     pub(crate) links: HashMap<EdgeId, EdgeLink>,
+    /// Signalled when an edge link's writer takes frames off its queues: replay that
+    /// waited for lane room can go on.
+    pub(crate) room: Arc<Notify>,
 }
 
 impl Driver {
@@ -90,11 +97,20 @@ impl Driver {
                     None => break,
                 },
                 _ = tick.tick() => self.router.handle_tick(now()),
+                // Lanes drained while sessions wait to replay: `step` pumps them.
+                _ = self.room.notified(), if self.router.replay_waiting() => {}
                 // The accumulating batch's commit delay ran out: `step` hands it over.
                 _ = sleep_until(self.router.batch_deadline()) => {}
             }
             if !self.step() {
                 break;
+            }
+            if self.router.replay_waiting() {
+                // Let the link writers, quinn and (in `quichat dev`) the edge run before
+                // the next replay pages: on one runtime thread the router would otherwise
+                // read a device's whole replay window before its first message left the
+                // process.
+                tokio::task::yield_now().await;
             }
         }
         self.flush().await;

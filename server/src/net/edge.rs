@@ -13,7 +13,7 @@ use std::time::Duration;
 use protocol::frames::link::CoreWelcome;
 use protocol::frames::{PROTOCOL_VERSION, STREAM_KIND_LANE};
 use protocol::{CoreFrame, EdgeFrame, ErrorCode, ShardId};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use transport::{FrameSender, FramedRecv, LaneSenders, StreamError};
 
@@ -36,6 +36,9 @@ pub(crate) struct EdgeContext {
     pub(crate) hello_timeout: Duration,
     /// Hold-back of each edge link's writer (see `transport::WriterGroup::with_linger`).
     pub(crate) linger: Duration,
+    /// Signalled whenever an edge link's writer takes frames off its queues (see
+    /// `Driver::room`).
+    pub(crate) room: Arc<Notify>,
 }
 
 /// A handshake that failed: the code and reason to close with.
@@ -122,7 +125,7 @@ async fn handshake(
     let _ = send.set_priority(CONTROL_PRIORITY);
     // One writer task for the control stream and every lane: an `Accepted` and a
     // `Deliver` queued together share a datagram.
-    let mut group = transport::WriterGroup::new(None).with_linger(ctx.linger);
+    let mut group = transport::WriterGroup::new(Some(ctx.room.clone())).with_linger(ctx.linger);
     let control = group.add(send, None, ctx.control_queue);
     let lanes = LaneSenders::open_in(&mut group, conn, ctx.lanes, ctx.lane_queue, LANE_PRIORITY)
         .await

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use protocol::ErrorCode;
 use protocol::frames::ALPN_CORE;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use transport::TransportProfile;
 use transport::tls::{self, ClientAuth};
@@ -110,10 +110,12 @@ impl Core {
         // Bounded: readers wait when the router is behind (see `CoreConfig::router_queue`).
         let (inputs_tx, inputs) = mpsc::channel(config.router_queue);
         let (shutdown, shutdown_rx) = oneshot::channel();
+        let room = Arc::new(Notify::new());
         let driver = Driver {
             router,
             writer,
             links: Default::default(),
+            room: room.clone(),
         };
         let router_task = tokio::spawn(driver.run(inputs, shutdown_rx));
 
@@ -125,6 +127,7 @@ impl Core {
             control_queue: config.control_queue,
             hello_timeout: Duration::from_millis(config.hello_timeout_ms),
             linger: Duration::from_micros(config.edge_linger_us),
+            room,
         });
         let accept_task = tokio::spawn(accept_edges(
             endpoint.clone(),

@@ -390,6 +390,12 @@ impl Router {
         self.pump(now, room);
     }
 
+    /// Whether sessions wait to replay (for lane room, or because a pump's page budget
+    /// ran out): the driver pumps again as soon as an edge's lanes drain.
+    pub fn replay_waiting(&self) -> bool {
+        !self.replay_queue.is_empty()
+    }
+
     /// The next thing to do, in order.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outbox.pop_front()
