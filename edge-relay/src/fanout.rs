@@ -65,14 +65,24 @@ pub(crate) fn dispatch(shared: &Shared, frame: CoreFrame) -> Result<(), SessionE
 /// Hands `message` to each listed session on the lane of its conversation.
 fn deliver(shared: &Shared, sessions: &[SessionId], message: Message) {
     let conversation = ConversationId::direct(&message.from, &message.to);
-    for &id in sessions {
+    // Most deliveries go to one session: it gets the message itself, not a copy.
+    let mut message = Some(message);
+    for (i, &id) in sessions.iter().enumerate() {
         // A session that ended meanwhile is skipped: the core still stores the message
         // until that device acknowledges it.
         let Some(session) = shared.registry.get(id) else {
             continue;
         };
+        let copy = if i + 1 == sessions.len() {
+            message.take()
+        } else {
+            message.clone()
+        };
+        let Some(copy) = copy else {
+            break;
+        };
         let lane = session.lanes.lane(conversation.lane(session.lanes.count()));
-        match lane.try_send(ServerFrame::Deliver(message.clone())) {
+        match lane.try_send(ServerFrame::Deliver(copy)) {
             Ok(()) => Counters::bump(&shared.counters.messages_out),
             Err(TrySendError::Full(_)) => slow(shared, &session, "deliveries"),
             Err(TrySendError::Closed(_)) => {}
