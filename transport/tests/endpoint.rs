@@ -6,10 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use protocol::frames::ALPN_CORE;
 use transport::endpoint::client_endpoint;
-use transport::tls;
-use transport::{DevPki, TransportProfile};
 
 /// Bytes the server sends: many congestion windows, so quinn sends full batches.
 const BURST: usize = 8 * 1024 * 1024;
@@ -23,22 +20,9 @@ fn pattern(i: usize) -> u8 {
 #[tokio::test]
 async fn a_client_endpoint_receives_a_large_burst_whole() {
     let dir = tempfile::tempdir().unwrap();
-    // The pair's server endpoint, with the edge-link windows so one stream can carry the
-    // burst quickly; the pair's quinn client endpoint is replaced by ours.
-    let (server, _quinn_client) = common::endpoints(dir.path());
-    let pki = DevPki::ensure(dir.path()).unwrap();
-    let client_config = tls::client_config(
-        tls::load_certs(&pki.ca_cert).unwrap(),
-        ALPN_CORE,
-        Some((
-            tls::load_certs(&pki.edge_client_cert).unwrap(),
-            tls::load_key(&pki.edge_client_key).unwrap(),
-        )),
-        &TransportProfile::client_link(),
-    )
-    .unwrap();
+    let server = common::server_endpoint(dir.path());
     let mut client = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(client_config);
+    client.set_default_client_config(common::client_config(dir.path()));
     let server_addr = server.local_addr().unwrap();
 
     let sender = tokio::spawn(async move {
@@ -85,24 +69,12 @@ async fn a_client_endpoint_on_an_ipv6_wildcard_reaches_an_ipv4_server() {
     // The client library binds `[::]:0` for IPv6 edges; the socket is dual-stack where the
     // system allows it, like quinn's own client endpoints.
     let dir = tempfile::tempdir().unwrap();
-    let (server, quinn_client) = common::endpoints(dir.path());
+    let server = common::server_endpoint(dir.path());
     let Ok(mut client) = client_endpoint("[::]:0".parse().unwrap()) else {
         // No IPv6 on this machine: nothing to check.
         return;
     };
-    let pki = DevPki::ensure(dir.path()).unwrap();
-    let config = tls::client_config(
-        tls::load_certs(&pki.ca_cert).unwrap(),
-        ALPN_CORE,
-        Some((
-            tls::load_certs(&pki.edge_client_cert).unwrap(),
-            tls::load_key(&pki.edge_client_key).unwrap(),
-        )),
-        &TransportProfile::client_link(),
-    )
-    .unwrap();
-    client.set_default_client_config(config);
-    drop(quinn_client);
+    client.set_default_client_config(common::client_config(dir.path()));
     let port = server.local_addr().unwrap().port();
     let accept = tokio::spawn(async move {
         let conn = server.accept().await.unwrap().await.unwrap();
