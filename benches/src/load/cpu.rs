@@ -4,7 +4,10 @@
 //! of the measured window; [`CpuSample::since`] turns two samples into a [`CpuUsage`].
 //! A process's `utime + stime` in `/proc/<pid>/stat` covers all of its threads, counted
 //! in clock ticks (`CLK_TCK`, almost always 100 per second, so the resolution is 10 ms:
-//! measure windows of seconds, not milliseconds).
+//! measure windows of seconds, not milliseconds). For windows of milliseconds (the
+//! offline drain) [`CpuMeter::fine`] sums each thread's run time from
+//! `/proc/<pid>/task/*/schedstat` instead, in nanoseconds; a thread that ends inside the
+//! window is not counted, so use it only on processes that keep their threads.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -45,11 +48,19 @@ pub fn stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The run time of one thread, in nanoseconds, from the text of its `schedstat` file
+/// (the first of its three fields).
+pub fn schedstat_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_ascii_whitespace().next()?.parse().ok()
+}
+
 /// Reads CPU time of processes.
 #[derive(Clone, Debug)]
 pub struct CpuMeter {
     ticks_per_second: u64,
     servers: Vec<Process>,
+    /// Per-thread run times in nanoseconds instead of the process's clock ticks.
+    fine: bool,
 }
 
 impl CpuMeter {
@@ -67,6 +78,16 @@ impl CpuMeter {
         Self {
             ticks_per_second,
             servers,
+            fine: false,
+        }
+    }
+
+    /// A meter for `servers` (and this process) that sums each live thread's run time in
+    /// nanoseconds (see the module docs): for windows of milliseconds.
+    pub fn fine(servers: Vec<Process>) -> Self {
+        Self {
+            fine: true,
+            ..Self::new(servers)
         }
     }
 
@@ -75,8 +96,12 @@ impl CpuMeter {
         &self.servers
     }
 
-    /// CPU time `process` has used since it started.
+    /// CPU time `process` has used since it started (with [`CpuMeter::fine`], by its
+    /// threads alive now).
     pub fn cpu_time(&self, process: Process) -> Result<Duration> {
+        if self.fine {
+            return thread_cpu_time(process);
+        }
         let path = process.stat_path();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
@@ -99,6 +124,25 @@ impl CpuMeter {
             this: self.cpu_time(Process::This)?,
         })
     }
+}
+
+/// The summed run time of the threads of `process` alive now.
+fn thread_cpu_time(process: Process) -> Result<Duration> {
+    let dir = match process {
+        Process::This => PathBuf::from("/proc/self/task"),
+        Process::Pid(pid) => PathBuf::from(format!("/proc/{pid}/task")),
+    };
+    let mut total_ns = 0u64;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path().join("schedstat");
+        // A thread may end between the listing and the read: it is skipped.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let ns = schedstat_ns(&text).ok_or_else(|| anyhow!("cannot parse {}", path.display()))?;
+        total_ns = total_ns.saturating_add(ns);
+    }
+    Ok(Duration::from_nanos(total_ns))
 }
 
 /// CPU times at one moment.
@@ -152,6 +196,30 @@ mod tests {
         let stat = "4242 (quichat (dev) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
                     250 75 0 0 20 0 9 0 12345 1000000 500 18446744073709551615";
         assert_eq!(stat_ticks(stat), Some(325));
+    }
+
+    #[test]
+    fn a_threads_run_time_is_the_first_schedstat_field() {
+        assert_eq!(schedstat_ns("123456789 2345 67\n"), Some(123_456_789));
+        assert_eq!(schedstat_ns(""), None);
+        assert_eq!(schedstat_ns("x 1 2"), None);
+    }
+
+    #[test]
+    fn the_fine_meter_sees_this_process_compute_for_a_few_milliseconds() {
+        // Nanosecond resolution: a few milliseconds of work must show, and as no more
+        // than the wall time it took on this process's threads.
+        let meter = CpuMeter::fine(vec![Process::This]);
+        let before = meter.sample().unwrap();
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(5) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let usage = meter.sample().unwrap().since(&before);
+        assert!(!usage.load_generator.is_zero(), "{usage:?}");
+        let threads = std::fs::read_dir("/proc/self/task").unwrap().count() as u32;
+        assert!(usage.load_generator <= usage.wall * threads, "{usage:?}");
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub async fn run(
     let queue_secs = queue_started.elapsed().as_secs_f64();
 
     // 3. The recipient comes back; the clock runs until it holds every message.
-    let meter = CpuMeter::new(vec![Process::Pid(broker.pid())]);
+    let meter = CpuMeter::fine(vec![Process::Pid(broker.pid())]);
     let cpu_before = meter.sample()?;
     let started = Instant::now();
     let (client, mut eventloop) = endpoint.client(RECIPIENT);
@@ -139,7 +139,9 @@ pub async fn run(
     })
     .await?;
     summary.drain_ms = last_message_at.duration_since(started).as_secs_f64() * 1e3;
-    summary.server_cpu_ms = Some(meter.sample()?.since(&cpu_before).server.as_secs_f64() * 1e3);
+    let cpu = meter.sample()?.since(&cpu_before);
+    summary.server_cpu_ms = Some(cpu.server.as_secs_f64() * 1e3);
+    summary.client_cpu_ms = Some(cpu.load_generator.as_secs_f64() * 1e3);
     summary.msgs_per_sec = summary.received as f64 / (summary.drain_ms / 1e3).max(1e-9);
     // Best effort: the figures are taken; a slow goodbye changes nothing.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -184,5 +186,14 @@ mod tests {
         assert_eq!(summary.received, 300);
         assert!(summary.connect_ms <= summary.first_ms, "{summary:?}");
         assert!(summary.first_ms <= summary.drain_ms, "{summary:?}");
+        // Both sides worked for the messages, and the meter saw it (nanoseconds, not ticks).
+        assert!(
+            summary.server_cpu_ms.is_some_and(|ms| ms > 0.0),
+            "{summary:?}"
+        );
+        assert!(
+            summary.client_cpu_ms.is_some_and(|ms| ms > 0.0),
+            "{summary:?}"
+        );
     }
 }

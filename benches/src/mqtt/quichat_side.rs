@@ -235,7 +235,7 @@ pub async fn drain(target: &Target, messages: u64, size: usize) -> Result<DrainS
 }
 
 async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<DrainSummary> {
-    let meter = CpuMeter::new(running.servers.clone());
+    let meter = CpuMeter::fine(running.servers.clone());
     let recipient = UserId::new("drain-recipient")?;
     let sender = UserId::new("drain-sender")?;
     const RECIPIENT_DEVICE: u64 = 7;
@@ -330,7 +330,9 @@ async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<Drain
     })
     .await?;
     summary.drain_ms = last_message_at.duration_since(started).as_secs_f64() * 1e3;
-    summary.server_cpu_ms = Some(meter.sample()?.since(&cpu_before).server.as_secs_f64() * 1e3);
+    let cpu = meter.sample()?.since(&cpu_before);
+    summary.server_cpu_ms = Some(cpu.server.as_secs_f64() * 1e3);
+    summary.client_cpu_ms = Some(cpu.load_generator.as_secs_f64() * 1e3);
     summary.msgs_per_sec = summary.received as f64 / (summary.drain_ms / 1e3).max(1e-9);
     // Let the last acknowledgements go out (bounded); the figures are already taken.
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
@@ -377,6 +379,15 @@ mod tests {
         );
         assert!(summary.connect_ms <= summary.first_ms, "{summary:?}");
         assert!(summary.first_ms <= summary.drain_ms, "{summary:?}");
+        // Both sides worked for the messages, and the meter saw it (nanoseconds, not ticks).
+        assert!(
+            summary.server_cpu_ms.is_some_and(|ms| ms > 0.0),
+            "{summary:?}"
+        );
+        assert!(
+            summary.client_cpu_ms.is_some_and(|ms| ms > 0.0),
+            "{summary:?}"
+        );
     }
 
     #[tokio::test]

@@ -170,7 +170,7 @@ pub fn drain_table(runs: &[DrainSummary], ratios: &[DrainRatios]) -> String {
     let _ = writeln!(out, "offline drain of {messages} messages");
     let _ = writeln!(
         out,
-        "{:<14} {:>10} {:>9} {:>10} {:>10} {:>9} {:>4} {:>4} {:>12}",
+        "{:<14} {:>10} {:>9} {:>10} {:>10} {:>9} {:>4} {:>4} {:>12} {:>12}",
         "system",
         "connect ms",
         "first ms",
@@ -179,12 +179,13 @@ pub fn drain_table(runs: &[DrainSummary], ratios: &[DrainRatios]) -> String {
         "received",
         "dup",
         "ooo",
-        "srv CPU ms"
+        "srv CPU ms",
+        "client CPU ms"
     );
     for r in runs {
         let _ = writeln!(
             out,
-            "{:<14} {:>10.1} {:>9.1} {:>10.1} {:>10.0} {:>9} {:>4} {:>4} {:>12}",
+            "{:<14} {:>10.1} {:>9.1} {:>10.1} {:>10.0} {:>9} {:>4} {:>4} {:>12} {:>12}",
             r.system,
             r.connect_ms,
             r.first_ms,
@@ -193,7 +194,8 @@ pub fn drain_table(runs: &[DrainSummary], ratios: &[DrainRatios]) -> String {
             r.received,
             r.duplicates,
             r.out_of_order,
-            num(r.server_cpu_ms, 1)
+            num(r.server_cpu_ms, 1),
+            num(r.client_cpu_ms, 1)
         );
     }
     for q in ratios {

@@ -144,8 +144,11 @@ pub struct DrainSummary {
     pub duplicates: u64,
     /// Messages received after a later one.
     pub out_of_order: u64,
-    /// CPU the server process spent during the drain, ms (10 ms resolution).
+    /// CPU the server process spent during the drain, ms (its threads' run times).
     pub server_cpu_ms: Option<f64>,
+    /// CPU the benchmark process spent during the drain, ms: the reconnecting client
+    /// (quichat's client library or rumqttc) and the tally.
+    pub client_cpu_ms: Option<f64>,
 }
 
 impl DrainSummary {
