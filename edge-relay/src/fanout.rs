@@ -65,28 +65,28 @@ pub(crate) fn dispatch(shared: &Shared, frame: CoreFrame) -> Result<(), SessionE
 /// Hands `message` to each listed session on the lane of its conversation.
 fn deliver(shared: &Shared, sessions: &[SessionId], message: Message) {
     let conversation = ConversationId::direct(&message.from, &message.to);
-    // Most deliveries go to one session: it gets the message itself, not a copy.
-    let mut message = Some(message);
-    for (i, &id) in sessions.iter().enumerate() {
-        // A session that ended meanwhile is skipped: the core still stores the message
-        // until that device acknowledges it.
-        let Some(session) = shared.registry.get(id) else {
-            continue;
-        };
-        let copy = if i + 1 == sessions.len() {
-            message.take()
-        } else {
-            message.clone()
-        };
-        let Some(copy) = copy else {
-            break;
-        };
-        let lane = session.lanes.lane(conversation.lane(session.lanes.count()));
-        match lane.try_send(ServerFrame::Deliver(copy)) {
-            Ok(()) => Counters::bump(&shared.counters.messages_out),
-            Err(TrySendError::Full(_)) => slow(shared, &session, "deliveries"),
-            Err(TrySendError::Closed(_)) => {}
-        }
+    // Most deliveries go to one session: the last gets the message itself, not a copy.
+    let Some((&last, others)) = sessions.split_last() else {
+        return;
+    };
+    for &id in others {
+        deliver_to(shared, id, conversation, message.clone());
+    }
+    deliver_to(shared, last, conversation, message);
+}
+
+/// Queues `message` on the lane of `conversation` of session `id`, without waiting.
+fn deliver_to(shared: &Shared, id: SessionId, conversation: ConversationId, message: Message) {
+    // A session that ended meanwhile is skipped: the core still stores the message until
+    // that device acknowledges it.
+    let Some(session) = shared.registry.get(id) else {
+        return;
+    };
+    let lane = session.lanes.lane(conversation.lane(session.lanes.count()));
+    match lane.try_send(ServerFrame::Deliver(message)) {
+        Ok(()) => Counters::bump(&shared.counters.messages_out),
+        Err(TrySendError::Full(_)) => slow(shared, &session, "deliveries"),
+        Err(TrySendError::Closed(_)) => {}
     }
 }
 

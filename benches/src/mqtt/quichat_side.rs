@@ -377,17 +377,7 @@ mod tests {
             (summary.system.as_str(), summary.received),
             ("quichat", 300)
         );
-        assert!(summary.connect_ms <= summary.first_ms, "{summary:?}");
-        assert!(summary.first_ms <= summary.drain_ms, "{summary:?}");
-        // Both sides worked for the messages, and the meter saw it (nanoseconds, not ticks).
-        assert!(
-            summary.server_cpu_ms.is_some_and(|ms| ms > 0.0),
-            "{summary:?}"
-        );
-        assert!(
-            summary.client_cpu_ms.is_some_and(|ms| ms > 0.0),
-            "{summary:?}"
-        );
+        summary.assert_timeline_and_cpu();
     }
 
     #[tokio::test]

@@ -156,6 +156,16 @@ impl DrainSummary {
     pub fn is_clean(&self) -> bool {
         self.received == self.messages && self.duplicates == 0 && self.out_of_order == 0
     }
+
+    /// Test check shared by both drains: the connect, the first and the last message
+    /// come in that order, and both sides' CPU was seen (nanoseconds, not ticks).
+    #[cfg(test)]
+    pub(crate) fn assert_timeline_and_cpu(&self) {
+        assert!(self.connect_ms <= self.first_ms, "{self:?}");
+        assert!(self.first_ms <= self.drain_ms, "{self:?}");
+        assert!(self.server_cpu_ms.is_some_and(|ms| ms > 0.0), "{self:?}");
+        assert!(self.client_cpu_ms.is_some_and(|ms| ms > 0.0), "{self:?}");
+    }
 }
 
 #[cfg(test)]
