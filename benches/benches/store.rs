@@ -1,7 +1,13 @@
 //! The core's store path against a real redb file, fsync'd: append a batch of messages
 //! and acknowledge them (which deletes them), one transaction each. Compares group commit
 //! (1,024 messages per commit) with one commit per message.
+//!
+//! `store drain acks` times what an offline drain leaves the writer: one recipient's
+//! 10,000 stored messages acknowledged in order, a contiguous range per commit (the
+//! appends that queued them are set-up, not timed).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use protocol::{DeviceId, IdRange, Message, MessageId, SenderKey, UserId};
@@ -83,5 +89,82 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Messages queued for the drain's one recipient.
+const DRAIN_MESSAGES: u64 = 10_000;
+
+fn drain_message(id: u64) -> StoredMessage {
+    let mut stored = message(id);
+    stored.message.to = UserId::new("drain-recipient").unwrap();
+    stored
+}
+
+fn bench_drain_acks(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(
+        &dir.path().join("drain.redb"),
+        StoreConfig {
+            device_ttl_ms: u64::MAX,
+        },
+    )
+    .unwrap();
+    let recipient = UserId::new("drain-recipient").unwrap();
+    let device = DeviceId(1);
+    store
+        .commit(&WriteBatch {
+            devices_seen: vec![(recipient.clone(), device, 1)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let mut next_id = 1u64;
+
+    let mut group = c.benchmark_group("store drain acks (fsync)");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(DRAIN_MESSAGES));
+    for per_commit in [256u64, 2048] {
+        group.bench_function(format!("{per_commit} per commit"), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let first = next_id;
+                    next_id += DRAIN_MESSAGES;
+                    for chunk in (first..next_id).collect::<Vec<_>>().chunks(1024) {
+                        let appends = chunk.iter().map(|&id| drain_message(id)).collect();
+                        store
+                            .commit(&WriteBatch {
+                                appends,
+                                ..WriteBatch::default()
+                            })
+                            .unwrap();
+                    }
+                    let started = Instant::now();
+                    let mut from = first;
+                    while from < next_id {
+                        let to = (from + per_commit).min(next_id) - 1;
+                        let ack = AckOp {
+                            user: recipient.clone(),
+                            device,
+                            ranges: vec![IdRange {
+                                first: MessageId(from),
+                                last: MessageId(to),
+                            }],
+                        };
+                        let outcome = store
+                            .commit(&WriteBatch {
+                                acks: vec![ack],
+                                ..WriteBatch::default()
+                            })
+                            .unwrap();
+                        assert_eq!(outcome.deleted.len() as u64, to - from + 1);
+                        from = to + 1;
+                    }
+                    timed += started.elapsed();
+                }
+                timed
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_drain_acks);
 criterion_main!(benches);

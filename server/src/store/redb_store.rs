@@ -374,25 +374,57 @@ impl<'t> Writer<'t> {
 
     /// Applies one device's acknowledgements: each stored id in the ranges gains the
     /// device, and is deleted if that completes it.
+    ///
+    /// The completed records leave `messages` in one cursor pass per range (redb's
+    /// `retain_in`), which costs far less than a lookup and a delete per id: an offline
+    /// drain acknowledges thousands of consecutive ids of one log.
     fn ack(&mut self, ack: &AckOp) -> Result<(), StoreError> {
         let user = ack.user.as_str();
         let known = self.known_devices(user)?;
+        let mut done = Vec::new();
+        let mut updated = Vec::new();
         for range in &ack.ranges {
             if range.first > range.last {
                 continue;
             }
-            // Read first, then write: a redb range borrows the table it scans.
-            for mut stored in self.read_range(user, range.first.0, range.last.0)? {
-                let id = stored.message.id.0;
+            let mut failure = None;
+            let keys = (user, range.first.0)..=(user, range.last.0);
+            let keep = |key: (&str, u64), value: &[u8]| {
+                // After a bad record keep everything: the commit fails, nothing applies.
+                if failure.is_some() {
+                    return true;
+                }
+                let mut stored = match decode(user, key.1, value) {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        failure = Some(e);
+                        return true;
+                    }
+                };
                 let added = stored.add_ack(ack.device);
                 if stored.is_done(&known) {
-                    self.delete(user, id, stored.expires_at_ms)?;
-                } else if added {
-                    self.messages
-                        .insert((user, id), encode(&stored)?.as_slice())
-                        .map_err(tx)?;
+                    done.push((key.1, stored.expires_at_ms));
+                    return false;
                 }
+                if added {
+                    updated.push(stored);
+                }
+                true
+            };
+            self.messages.retain_in(keys, keep).map_err(tx)?;
+            if let Some(e) = failure {
+                return Err(e);
             }
+        }
+        for (id, expires_at_ms) in done.drain(..) {
+            self.expiry.remove((expires_at_ms, user, id)).map_err(tx)?;
+            self.count(user, -1);
+            self.deleted.push((ack.user.clone(), MessageId(id)));
+        }
+        for stored in updated {
+            self.messages
+                .insert((user, stored.message.id.0), encode(&stored)?.as_slice())
+                .map_err(tx)?;
         }
         Ok(())
     }
