@@ -129,3 +129,52 @@ fn a_file_that_is_not_a_store_is_refused_without_a_panic() {
         "{opened:?}"
     );
 }
+
+#[test]
+fn an_ack_reaching_a_record_that_does_not_decode_applies_nothing() {
+    // A record damaged inside the file (written by something else, or an older bug) must
+    // fail the commit as corruption, not panic, and the acks before it in the same range
+    // must not half-apply: the whole commit is dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    {
+        let store = RedbStore::open(&path, config()).unwrap();
+        store
+            .commit(&appends(
+                (1..=5).map(|id| message("bob", id, 10_000)).collect(),
+            ))
+            .unwrap();
+        store
+            .commit(&WriteBatch {
+                devices_seen: vec![(user("bob"), DeviceId(1), 50)],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+    }
+    {
+        // The table as the store lays it out (see `redb_store`'s module docs).
+        const MESSAGES: redb::TableDefinition<(&str, u64), &[u8]> =
+            redb::TableDefinition::new("messages");
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(MESSAGES)
+            .unwrap()
+            .insert(("bob", 4), [0xff_u8; 7].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = RedbStore::open(&path, config()).unwrap();
+
+    let acked = store.commit(&ack("bob", 1, 1, 5));
+
+    assert!(matches!(acked, Err(StoreError::Corrupt(_))), "{acked:?}");
+    assert_eq!(store.user_state(&user("bob")).unwrap().inbox_len, 5);
+    let left = store.commit(&ack("bob", 1, 1, 3)).unwrap().deleted;
+    assert_eq!(
+        left,
+        (1..=3)
+            .map(|id| (user("bob"), MessageId(id)))
+            .collect::<Vec<_>>(),
+        "messages 1-3 were still stored after the failed commit"
+    );
+}
