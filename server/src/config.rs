@@ -68,6 +68,11 @@ pub struct CoreConfig {
     /// offline recipient's sender hears `Accepted` this much later. 0 writes as soon as
     /// the disk is free.
     pub commit_delay_ms: u64,
+    /// How long, in milliseconds, acknowledgements wait before being written when no
+    /// message waits with them (never less than `commit_delay_ms`). A crash loses at most
+    /// this much of them, which only means those messages are delivered again (the client
+    /// drops what it already showed); longer waits write them in fewer, cheaper commits.
+    pub ack_commit_delay_ms: u64,
     /// Most messages waiting for the disk at once; beyond it submits are refused with
     /// `Unavailable`.
     pub pending_max: usize,
@@ -108,6 +113,8 @@ impl Default for CoreConfig {
             replay_window: router.replay_window,
             expire_interval_secs: router.expire_interval.as_secs(),
             commit_delay_ms: u64::try_from(router.commit_delay.as_millis()).unwrap_or(u64::MAX),
+            ack_commit_delay_ms: u64::try_from(router.ack_commit_delay.as_millis())
+                .unwrap_or(u64::MAX),
             pending_max: router.pending_max,
             pending_bytes_max: router.pending_bytes_max,
             edges_max: 256,
@@ -198,6 +205,12 @@ impl CoreConfig {
                 "commit_delay_ms must be at most 1000 (senders wait for it)".into(),
             ));
         }
+        if self.ack_commit_delay_ms > 10_000 {
+            return Err(CoreError::Config(
+                "ack_commit_delay_ms must be at most 10000 (a crash loses that much of them)"
+                    .into(),
+            ));
+        }
         if self.id_block < 2 || self.expire_interval_secs == 0 || self.pending_max == 0 {
             return Err(CoreError::Config(
                 "id_block must be >= 2; expire_interval_secs, pending_max > 0".into(),
@@ -225,6 +238,7 @@ impl CoreConfig {
             pending_max: self.pending_max,
             pending_bytes_max: self.pending_bytes_max,
             commit_delay: Duration::from_millis(self.commit_delay_ms),
+            ack_commit_delay: Duration::from_millis(self.ack_commit_delay_ms),
             ..RouterConfig::default()
         })
     }

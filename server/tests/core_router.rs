@@ -37,11 +37,12 @@ fn config() -> RouterConfig {
     RouterConfig {
         lanes: 4,
         commit_delay: Duration::ZERO,
+        ack_commit_delay: Duration::ZERO,
         ..RouterConfig::default()
     }
 }
 
-/// The default commit delay (10 ms).
+/// The default commit delay (10 ms) and acknowledgement delay (50 ms).
 fn delayed_config() -> RouterConfig {
     RouterConfig {
         lanes: 4,
@@ -970,6 +971,95 @@ fn with_a_commit_delay_an_unacknowledged_message_is_written_once_the_delay_ran_o
     );
     assert_eq!(h.stored("bob", 1), vec![id.0]);
     assert_eq!(accepted(&h.take_log(ALICE_EDGE)), vec![(key, id)]);
+}
+
+#[test]
+fn acknowledgements_with_no_message_to_write_wait_for_the_ack_delay() {
+    // Bob's device saw the messages but has not acknowledged them: they are written after
+    // the commit delay. His acknowledgements then wait longer: nothing in them is a promise
+    // to a sender, and a catching-up device's acks should go in few large commits.
+    let mut h = alice_and_bob(delayed_config());
+    h.submit("alice", "bob", "1");
+    h.submit("alice", "bob", "2");
+    let got = h.delivered(BOB_EDGE, BOB);
+    h.advance(Duration::from_millis(10));
+    assert_eq!(
+        h.stored("bob", 1).len(),
+        2,
+        "written after the commit delay"
+    );
+    let before = h.committed.len();
+
+    h.ack(BOB_EDGE, BOB, &[got[0].id]);
+    h.advance(Duration::from_millis(20));
+    h.ack(BOB_EDGE, BOB, &[got[1].id]);
+    h.advance(Duration::from_millis(29));
+    assert_eq!(h.committed.len(), before, "held for the ack delay");
+    assert_eq!(
+        h.router.batch_deadline(),
+        Some(h.now.instant + Duration::from_millis(1)),
+        "the driver is told when to come back"
+    );
+
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.committed.len(), before + 1, "both acks in one commit");
+    let acks = &h.committed[before].acks;
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(
+        acks[0].ranges,
+        vec![IdRange {
+            first: got[0].id,
+            last: got[1].id
+        }],
+        "consecutive acks of one device are one range"
+    );
+    assert!(h.stored("bob", 1).is_empty(), "both deleted");
+}
+
+#[test]
+fn a_message_to_write_takes_waiting_acknowledgements_along() {
+    // The ack delay never holds back a sender: once a message must be written, the batch
+    // is due at the commit delay, counted from its oldest entry as always.
+    let mut h = alice_and_bob(delayed_config());
+    h.submit("alice", "bob", "old");
+    let old = h.delivered(BOB_EDGE, BOB)[0].id;
+    h.advance(Duration::from_millis(10));
+    let before = h.committed.len();
+    h.ack(BOB_EDGE, BOB, &[old]);
+    h.advance(Duration::from_millis(5));
+    let key = h.submit("alice", "bob", "new");
+    let new = h.delivered(BOB_EDGE, BOB)[0].id;
+    h.advance(Duration::from_millis(4));
+    assert_eq!(h.committed.len(), before, "not before the commit delay");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.committed.len(), before + 1);
+    assert_eq!(h.committed[before].appends.len(), 1);
+    assert_eq!(h.committed[before].acks.len(), 1);
+    assert_eq!(h.stored("bob", 1), vec![new.0]);
+    assert_eq!(accepted(&h.take_log(ALICE_EDGE)).last(), Some(&(key, new)));
+}
+
+#[test]
+fn many_acknowledged_ranges_do_not_wait_out_the_ack_delay() {
+    // The batch's memory is bounded: at commit_batch_max ranges it goes at once.
+    let mut h = alice_and_bob(RouterConfig {
+        commit_batch_max: 3,
+        ..delayed_config()
+    });
+    for text in ["1", "2", "3", "4", "5"] {
+        h.submit("alice", "bob", text);
+    }
+    let got = h.delivered(BOB_EDGE, BOB);
+    h.advance(Duration::from_millis(10));
+    assert_eq!(h.stored("bob", 1).len(), 5);
+    let before = h.committed.len();
+    // Every other id: ranges that cannot merge.
+    h.ack(BOB_EDGE, BOB, &[got[0].id]);
+    h.ack(BOB_EDGE, BOB, &[got[2].id]);
+    assert_eq!(h.committed.len(), before);
+    h.ack(BOB_EDGE, BOB, &[got[4].id]);
+    assert_eq!(h.committed.len(), before + 1, "three ranges go at once");
+    assert_eq!(h.stored("bob", 1), vec![got[1].id.0, got[3].id.0]);
 }
 
 #[test]
