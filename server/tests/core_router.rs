@@ -1017,6 +1017,33 @@ fn acknowledgements_with_no_message_to_write_wait_for_the_ack_delay() {
 }
 
 #[test]
+fn a_device_back_before_its_acknowledgements_are_written_is_not_shown_them_again() {
+    // Bob's game acknowledges and quits; it reconnects within the ack delay, while the
+    // store still holds the messages. Replay must skip what he acknowledged, or the game
+    // shows it twice (its de-duplication does not outlive the process).
+    let mut h = alice_and_bob(delayed_config());
+    for text in ["seen 1", "seen 2", "unseen"] {
+        h.submit("alice", "bob", text);
+    }
+    let got = h.delivered(BOB_EDGE, BOB);
+    h.advance(Duration::from_millis(10));
+    assert_eq!(h.stored("bob", 1).len(), 3, "on disk, unacknowledged");
+    h.ack(BOB_EDGE, BOB, &[got[0].id, got[1].id]);
+    h.frame(BOB_EDGE, EdgeFrame::Detach { session: BOB });
+    h.advance(Duration::from_millis(5));
+    assert_eq!(h.stored("bob", 1).len(), 3, "the acks are not written yet");
+
+    h.attach(BOB_EDGE, SessionId(201), "bob", 1);
+
+    assert_eq!(
+        texts(&h.delivered(BOB_EDGE, SessionId(201))),
+        vec!["unseen"]
+    );
+    h.advance(Duration::from_millis(50));
+    assert_eq!(h.stored("bob", 1), vec![got[2].id.0], "written later");
+}
+
+#[test]
 fn a_message_to_write_takes_waiting_acknowledgements_along() {
     // The ack delay never holds back a sender: once a message must be written, the batch
     // is due at the commit delay, counted from its oldest entry as always.

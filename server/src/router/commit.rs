@@ -32,7 +32,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use protocol::{DeviceId, MessageId, UserId};
+use protocol::{DeviceId, IdRange, MessageId, UserId};
 
 use super::messages::Stage;
 use super::{Now, Router};
@@ -56,6 +56,9 @@ pub(crate) struct Pipeline {
     acks: Vec<AckOp>,
     /// Ranges in `acks`.
     ack_ranges: usize,
+    /// The acknowledgements of the committing batch (a copy: the writer owns the batch).
+    /// With `acks`, what the store does not know yet; replay skips them.
+    committing_acks: Vec<AckOp>,
     /// The id reservation to record.
     reserve: Option<u64>,
     /// The expiry pass to run.
@@ -137,6 +140,17 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// The ranges `device` of `user` acknowledged that are not committed yet (accumulating
+    /// or committing): replay must not send them again, since the store still has them.
+    pub(crate) fn uncommitted_acks(&self, user: &UserId, device: DeviceId) -> Vec<IdRange> {
+        self.committing_acks
+            .iter()
+            .chain(&self.acks)
+            .filter(|ack| ack.user == *user && ack.device == device)
+            .flat_map(|ack| ack.ranges.iter().copied())
+            .collect()
     }
 
     pub(crate) fn expire_before(&mut self, ms: u64) {
@@ -227,6 +241,7 @@ impl Router {
                 entry.durable_max = entry.durable_max.max(id.0);
             }
         }
+        self.pipeline.committing_acks.clone_from(&batch.acks);
         let seq = self.pipeline.accumulating_seq();
         self.pipeline.committing = Some(seq);
         self.pipeline.seq = seq + 1;
@@ -244,6 +259,8 @@ impl Router {
             tracing::error!("commit reported while none was running");
             return;
         };
+        // Committed, or merged back into the accumulating batch below.
+        self.pipeline.committing_acks.clear();
         match result {
             Ok(outcome) => self.committed(seq, batch, outcome),
             Err(e) => {

@@ -112,10 +112,17 @@ impl Router {
         }
         let page = self.config.replay_page.max(1).min(window_left);
         let stored = self.store.replay(&user, device, after, page, now.unix_ms)?;
+        // The device's latest acknowledgements may not be on disk yet (acknowledgements
+        // wait for `ack_commit_delay`): the store would replay what it already has.
+        let acked = self.pipeline.uncommitted_acks(&user, device);
         let mut sent = 0;
         let full_page = stored.len() >= page;
         for record in stored {
-            after = Some(record.message.id);
+            let id = record.message.id;
+            after = Some(id);
+            if acked.iter().any(|r| r.first <= id && id <= r.last) {
+                continue;
+            }
             self.replay_deliver(key, record.message);
             sent += 1;
         }
