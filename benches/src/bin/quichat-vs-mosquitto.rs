@@ -7,7 +7,9 @@
 //! - `--sweep`: for each system, the highest offered rate with p99 <= 10 ms and nothing
 //!   lost (the same search for every system), and the ratio of those rates.
 //! - `--drain N`: N messages queued for an offline recipient, then the time until it has
-//!   them all after reconnecting.
+//!   them all after reconnecting. The quichat server runs with its default runtime
+//!   threads (one per core) here, unlike the load modes, which give it one (see
+//!   `--drain-threads`).
 //! - `--smoke`: small versions of all three, exiting non-zero on any loss.
 //!
 //! JSON summary on stdout, tables on stderr. The pieces live in `benches::mqtt`; this
@@ -18,6 +20,7 @@
 //! target/release/quichat-vs-mosquitto --rate 5000 --sweep --drain 10000
 //! ```
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -72,6 +75,11 @@ struct Args {
     /// at most 10,000 per recipient).
     #[arg(long, value_name = "N")]
     drain: Option<u64>,
+    /// Runtime threads of the `quichat dev` child in the drain (default: its own, one per
+    /// core). The load modes give it one, so the load generator keeps the other core; a
+    /// drain is one client catching up, and runs the server as an operator would.
+    #[arg(long, value_name = "N")]
+    drain_threads: Option<NonZeroUsize>,
     /// Small versions of every mode (seconds); exit non-zero on any loss. Overrides the
     /// load flags.
     #[arg(long)]
@@ -255,7 +263,7 @@ impl Context {
                     binary: self.binaries()?.quichat.clone(),
                     log_filter: "warn".into(),
                     link_linger_us: None,
-                    threads: Some(benches::load::server::SERVER_THREADS_DEFAULT),
+                    threads: self.args.drain_threads,
                 };
                 quichat_side::drain(&target, messages, self.args.size).await
             }
@@ -591,8 +599,19 @@ async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
                  a persistent session (clean_session false) subscribed at QoS 1, then \
                  disconnected. The clock runs from the recipient's reconnect to its last \
                  message.";
+    let threads = ctx.args.drain_threads.map_or_else(
+        || "its default (one per core)".to_owned(),
+        |n| n.to_string(),
+    );
+    eprintln!("quichat dev ran the drain with runtime threads: {threads}");
     Ok((
-        json!({ "messages": messages, "setup": setup, "runs": runs, "ratios": ratios }),
+        json!({
+            "messages": messages,
+            "setup": setup,
+            "quichat_threads": threads,
+            "runs": runs,
+            "ratios": ratios,
+        }),
         unclean,
     ))
 }
