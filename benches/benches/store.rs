@@ -32,7 +32,9 @@ fn message(id: u64) -> StoredMessage {
     )
 }
 
-fn bench(c: &mut Criterion) {
+/// A store in a fresh temporary directory (kept alive by the returned guard), whose
+/// devices never go stale.
+fn open_store() -> (tempfile::TempDir, RedbStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(
         &dir.path().join("bench.redb"),
@@ -41,6 +43,11 @@ fn bench(c: &mut Criterion) {
         },
     )
     .unwrap();
+    (dir, store)
+}
+
+fn bench(c: &mut Criterion) {
+    let (_dir, store) = open_store();
     let device = DeviceId(1);
     let mut seen = WriteBatch::default();
     for u in 0..64 {
@@ -99,14 +106,7 @@ fn drain_message(id: u64) -> StoredMessage {
 }
 
 fn bench_drain_acks(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(
-        &dir.path().join("drain.redb"),
-        StoreConfig {
-            device_ttl_ms: u64::MAX,
-        },
-    )
-    .unwrap();
+    let (_dir, store) = open_store();
     let recipient = UserId::new("drain-recipient").unwrap();
     let device = DeviceId(1);
     store
