@@ -17,6 +17,7 @@ pub struct Counters {
     pub(crate) commit_failures: AtomicU64,
     pub(crate) committed_bytes: AtomicU64,
     pub(crate) lagged: AtomicU64,
+    pub(crate) acks_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -38,6 +39,7 @@ impl Counters {
             commit_failures: get(&self.commit_failures),
             committed_bytes: get(&self.committed_bytes),
             lagged: get(&self.lagged),
+            acks_dropped: get(&self.acks_dropped),
         }
     }
 }
@@ -65,4 +67,9 @@ pub struct CoreStats {
     /// Times a session fell behind (a full lane) and went back to catching up from the
     /// store.
     pub lagged: u64,
+    /// Acknowledgements dropped because the batch waiting for the disk already held
+    /// `ACK_RANGES_WAITING_MAX` ranges (the disk is stalled and acks keep coming in scattered
+    /// ranges). Their messages stay stored and are delivered again on the device's next
+    /// replay.
+    pub acks_dropped: u64,
 }

@@ -16,7 +16,7 @@ use protocol::{
     CoreFrame, DeviceId, EdgeFrame, ErrorCode, IdRange, Message, MessageId, SenderKey, SessionId,
     ShardId, ShardMap, UserId,
 };
-use server::router::{Channel, EdgeId, Now, Output, Router, RouterConfig};
+use server::router::{ACK_RANGES_WAITING_MAX, Channel, EdgeId, Now, Output, Router, RouterConfig};
 use server::store::mem::MemStore;
 use server::store::{
     CommitOutcome, LogStore, StoreConfig, StoreError, StoredMessage, UserState, WriteBatch,
@@ -1041,6 +1041,44 @@ fn a_device_back_before_its_acknowledgements_are_written_is_not_shown_them_again
     );
     h.advance(Duration::from_millis(50));
     assert_eq!(h.stored("bob", 1), vec![got[2].id.0], "written later");
+}
+
+#[test]
+fn acknowledgements_waiting_for_a_stalled_disk_are_bounded() {
+    // The disk stalls (a batch is committing and does not finish) while a device keeps
+    // acknowledging in ranges that cannot merge. The waiting batch stops growing at
+    // ACK_RANGES_WAITING_MAX ranges; what is dropped is counted, and costs a redelivery.
+    let mut h = alice_and_bob(config());
+    h.submit("alice", "bob", "stored");
+    let id = h.delivered(BOB_EDGE, BOB)[0].id;
+    assert_eq!(h.stored("bob", 1), vec![id.0]);
+    h.auto_commit = false;
+    h.submit("alice", "carol", "keeps the disk busy");
+    assert!(h.held.is_some(), "a batch is committing");
+
+    let frame = EdgeFrame::Ack {
+        session: BOB,
+        ranges: vec![IdRange::single(id); protocol::limits::ACK_RANGES_MAX],
+    };
+    let frames = ACK_RANGES_WAITING_MAX / protocol::limits::ACK_RANGES_MAX;
+    for _ in 0..frames {
+        h.frame(BOB_EDGE, frame.clone());
+    }
+    assert_eq!(
+        h.router.stats().acks_dropped,
+        0,
+        "up to the bound, all kept"
+    );
+    h.frame(BOB_EDGE, frame);
+    assert_eq!(
+        h.router.stats().acks_dropped,
+        protocol::limits::ACK_RANGES_MAX as u64
+    );
+
+    h.finish_commit();
+    h.auto_commit = true;
+    h.advance(Duration::from_millis(1));
+    assert!(h.stored("bob", 1).is_empty(), "the kept acks were applied");
 }
 
 #[test]

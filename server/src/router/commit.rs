@@ -39,6 +39,13 @@ use super::{Now, Router};
 use crate::stats::Counters;
 use crate::store::{AckOp, CommitOutcome, StoreError, StoredMessage, WriteBatch};
 
+/// Most acknowledged ranges the accumulating batch holds. It is handed over at
+/// `commit_batch_max` ranges, but not while another batch is committing: with the disk
+/// stalled, acks in scattered ranges would otherwise grow it without bound. Beyond this
+/// they are dropped (counted in `acks_dropped`): a dropped ack costs a redelivery, never
+/// a message. A device acknowledging in order adds no ranges (they merge).
+pub const ACK_RANGES_WAITING_MAX: usize = 65_536;
+
 /// The accumulating batch, and whether another is committing.
 #[derive(Debug, Default)]
 pub(crate) struct Pipeline {
@@ -119,27 +126,39 @@ impl Pipeline {
 
     /// Adds a device's acknowledgements, extending the previous entry when the same
     /// device goes on where it stopped (a catching-up device acknowledges in order).
-    pub(crate) fn add_ack(&mut self, ack: AckOp) {
-        let Some(last) = self
+    ///
+    /// Returns how many ranges were dropped because the batch holds [`ACK_RANGES_WAITING_MAX`].
+    pub(crate) fn add_ack(&mut self, mut ack: AckOp) -> usize {
+        let mut dropped = 0;
+        let merge_into = self
             .acks
             .last_mut()
-            .filter(|last| last.user == ack.user && last.device == ack.device)
-        else {
-            self.ack_ranges += ack.ranges.len();
-            self.acks.push(ack);
-            return;
+            .filter(|last| last.user == ack.user && last.device == ack.device);
+        let Some(last) = merge_into else {
+            let room = ACK_RANGES_WAITING_MAX.saturating_sub(self.ack_ranges);
+            if ack.ranges.len() > room {
+                dropped = ack.ranges.len() - room;
+                ack.ranges.truncate(room);
+            }
+            if !ack.ranges.is_empty() {
+                self.ack_ranges += ack.ranges.len();
+                self.acks.push(ack);
+            }
+            return dropped;
         };
         for range in ack.ranges {
             match last.ranges.last_mut() {
                 Some(prev) if prev.last.0.checked_add(1) == Some(range.first.0) => {
                     prev.last = range.last;
                 }
+                _ if self.ack_ranges >= ACK_RANGES_WAITING_MAX => dropped += 1,
                 _ => {
                     last.ranges.push(range);
                     self.ack_ranges += 1;
                 }
             }
         }
+        dropped
     }
 
     /// The ranges `device` of `user` acknowledged that are not committed yet (accumulating

@@ -250,11 +250,15 @@ impl Router {
                 })
                 .collect();
             if !clipped.is_empty() {
-                self.pipeline.add_ack(AckOp {
+                let dropped = self.pipeline.add_ack(AckOp {
                     user,
                     device,
                     ranges: clipped,
                 });
+                if dropped > 0 {
+                    tracing::debug!(dropped, "acknowledgements dropped: the disk is behind");
+                    Counters::add(&self.counters.acks_dropped, dropped as u64);
+                }
             }
         }
     }

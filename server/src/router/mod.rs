@@ -70,6 +70,7 @@ use protocol::{CoreFrame, EdgeFrame, ErrorCode, ShardId, ShardMap};
 
 use crate::stats::{CoreStats, Counters};
 use crate::store::{CommitOutcome, LogStore, StoreError, WriteBatch};
+pub use commit::ACK_RANGES_WAITING_MAX;
 use commit::Pipeline;
 
 /// The default [`RouterConfig::commit_delay`], in milliseconds.
