@@ -46,6 +46,22 @@ use crate::store::{AckOp, CommitOutcome, StoreError, StoredMessage, WriteBatch};
 /// a message. A device acknowledging in order adds no ranges (they merge).
 pub const ACK_RANGES_WAITING_MAX: usize = 65_536;
 
+/// Acknowledged ids as sorted, disjoint ranges: a lookup is a binary search, however many
+/// ranges a device sent.
+#[derive(Debug, Default)]
+pub(crate) struct AckedIds(Vec<IdRange>);
+
+impl AckedIds {
+    /// Whether `id` is in one of the ranges.
+    pub(crate) fn contains(&self, id: MessageId) -> bool {
+        let after = self.0.partition_point(|r| r.first <= id);
+        after
+            .checked_sub(1)
+            .and_then(|i| self.0.get(i))
+            .is_some_and(|r| r.last >= id)
+    }
+}
+
 /// The accumulating batch, and whether another is committing.
 #[derive(Debug, Default)]
 pub(crate) struct Pipeline {
@@ -161,15 +177,28 @@ impl Pipeline {
         dropped
     }
 
-    /// The ranges `device` of `user` acknowledged that are not committed yet (accumulating
+    /// The ids `device` of `user` acknowledged that are not committed yet (accumulating
     /// or committing): replay must not send them again, since the store still has them.
-    pub(crate) fn uncommitted_acks(&self, user: &UserId, device: DeviceId) -> Vec<IdRange> {
-        self.committing_acks
+    pub(crate) fn uncommitted_acks(&self, user: &UserId, device: DeviceId) -> AckedIds {
+        let mut ranges: Vec<IdRange> = self
+            .committing_acks
             .iter()
             .chain(&self.acks)
             .filter(|ack| ack.user == *user && ack.device == device)
             .flat_map(|ack| ack.ranges.iter().copied())
-            .collect()
+            .filter(|r| r.first <= r.last)
+            .collect();
+        ranges.sort_unstable_by_key(|r| r.first);
+        let mut merged: Vec<IdRange> = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            match merged.last_mut() {
+                Some(prev) if range.first.0 <= prev.last.0.saturating_add(1) => {
+                    prev.last = prev.last.max(range.last);
+                }
+                _ => merged.push(range),
+            }
+        }
+        AckedIds(merged)
     }
 
     pub(crate) fn expire_before(&mut self, ms: u64) {
@@ -347,5 +376,59 @@ impl Router {
                 entry.accumulating_len += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(user: &str, device: u64, ranges: &[(u64, u64)]) -> AckOp {
+        AckOp {
+            user: UserId::new(user).unwrap_or_else(|e| panic!("{e}")),
+            device: DeviceId(device),
+            ranges: ranges
+                .iter()
+                .map(|&(first, last)| IdRange {
+                    first: MessageId(first),
+                    last: MessageId(last),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn uncommitted_acks_answer_for_one_device_whatever_order_the_ranges_came_in() {
+        let mut p = Pipeline::default();
+        p.committing_acks = vec![ack("bob", 1, &[(40, 45)])];
+        p.add_ack(ack("bob", 1, &[(10, 12), (30, 30)]));
+        p.add_ack(ack("bob", 2, &[(50, 60)]));
+        p.add_ack(ack("ann", 1, &[(20, 25)]));
+        p.add_ack(ack("bob", 1, &[(11, 14), (3, 3), (9, 2)]));
+        let acked = p.uncommitted_acks(
+            &UserId::new("bob").unwrap_or_else(|e| panic!("{e}")),
+            DeviceId(1),
+        );
+        let ids: Vec<u64> = (0..70)
+            .filter(|&id| acked.contains(MessageId(id)))
+            .collect();
+        assert_eq!(ids, vec![3, 10, 11, 12, 13, 14, 30, 40, 41, 42, 43, 44, 45]);
+    }
+
+    #[test]
+    fn a_device_acknowledging_in_order_adds_no_ranges() {
+        let mut p = Pipeline::default();
+        for first in (1..=1000).step_by(10) {
+            assert_eq!(p.add_ack(ack("bob", 1, &[(first, first + 9)])), 0);
+        }
+        assert_eq!(p.acks.len(), 1);
+        assert_eq!(p.ack_ranges, 1);
+        assert_eq!(
+            p.acks[0].ranges,
+            vec![IdRange {
+                first: MessageId(1),
+                last: MessageId(1000)
+            }]
+        );
     }
 }

@@ -120,7 +120,7 @@ impl Router {
         for record in stored {
             let id = record.message.id;
             after = Some(id);
-            if acked.iter().any(|r| r.first <= id && id <= r.last) {
+            if acked.contains(id) {
                 continue;
             }
             self.replay_deliver(key, record.message);
