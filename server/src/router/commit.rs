@@ -399,8 +399,10 @@ mod tests {
 
     #[test]
     fn uncommitted_acks_answer_for_one_device_whatever_order_the_ranges_came_in() {
-        let mut p = Pipeline::default();
-        p.committing_acks = vec![ack("bob", 1, &[(40, 45)])];
+        let mut p = Pipeline {
+            committing_acks: vec![ack("bob", 1, &[(40, 45)])],
+            ..Pipeline::default()
+        };
         p.add_ack(ack("bob", 1, &[(10, 12), (30, 30)]));
         p.add_ack(ack("bob", 2, &[(50, 60)]));
         p.add_ack(ack("ann", 1, &[(20, 25)]));
