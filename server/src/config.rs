@@ -279,5 +279,22 @@ mod tests {
             ..CoreConfig::default()
         };
         assert!(too_many_lanes.router_config().is_err());
+        let ack_delay_too_long = CoreConfig {
+            ack_commit_delay_ms: 10_001,
+            ..CoreConfig::default()
+        };
+        assert!(matches!(
+            ack_delay_too_long.router_config(),
+            Err(CoreError::Config(m)) if m.contains("ack_commit_delay_ms")
+        ));
+    }
+
+    #[test]
+    fn the_acknowledgement_delay_reaches_the_router() {
+        let config = CoreConfig::from_toml("ack_commit_delay_ms = 200").unwrap();
+        let router = config.router_config().unwrap();
+        assert_eq!(router.ack_commit_delay, Duration::from_millis(200));
+        let default = CoreConfig::default().router_config().unwrap();
+        assert_eq!(default.ack_commit_delay, Duration::from_millis(50));
     }
 }
