@@ -599,11 +599,8 @@ async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
                  a persistent session (clean_session false) subscribed at QoS 1, then \
                  disconnected. The clock runs from the recipient's reconnect to its last \
                  message.";
-    let threads = ctx.args.drain_threads.map_or_else(
-        || "its default (one per core)".to_owned(),
-        |n| n.to_string(),
-    );
-    eprintln!("quichat dev ran the drain with runtime threads: {threads}");
+    let threads = benches::load::server::threads_note(ctx.args.drain_threads);
+    eprintln!("drain: {threads}");
     Ok((
         json!({
             "messages": messages,

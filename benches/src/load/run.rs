@@ -323,10 +323,7 @@ async fn run_on(target: &Target, running: &Running, options: &RunOptions) -> Res
     };
     match target {
         Target::Dev { threads, .. } => {
-            notes.push(match threads {
-                Some(n) => format!("quichat dev ran with --threads {n}"),
-                None => "quichat dev ran with its default threads (one per core)".into(),
-            });
+            notes.push(super::server::threads_note(*threads));
             notes.push(
                 "the quichat dev process does not expose its edge's datagram and frame \
                  counters; run with --in-process to see them"

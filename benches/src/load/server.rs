@@ -85,6 +85,14 @@ impl EdgeAccess {
 /// choice").
 pub const SERVER_THREADS_DEFAULT: NonZeroUsize = NonZeroUsize::MIN;
 
+/// How a `quichat dev` child was told to run its tasks, for a run's notes.
+pub fn threads_note(threads: Option<NonZeroUsize>) -> String {
+    match threads {
+        Some(n) => format!("quichat dev ran with --threads {n}"),
+        None => "quichat dev ran with its default threads (one per core)".into(),
+    }
+}
+
 /// What to put under load.
 #[derive(Clone, Debug)]
 pub enum Target {

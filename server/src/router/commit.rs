@@ -144,25 +144,28 @@ impl Pipeline {
     /// device goes on where it stopped (a catching-up device acknowledges in order).
     ///
     /// Returns how many ranges were dropped because the batch holds [`ACK_RANGES_WAITING_MAX`].
-    pub(crate) fn add_ack(&mut self, mut ack: AckOp) -> usize {
-        let mut dropped = 0;
-        let merge_into = self
+    pub(crate) fn add_ack(&mut self, ack: AckOp) -> usize {
+        let AckOp {
+            user,
+            device,
+            ranges,
+        } = ack;
+        let continues = self
             .acks
-            .last_mut()
-            .filter(|last| last.user == ack.user && last.device == ack.device);
-        let Some(last) = merge_into else {
-            let room = ACK_RANGES_WAITING_MAX.saturating_sub(self.ack_ranges);
-            if ack.ranges.len() > room {
-                dropped = ack.ranges.len() - room;
-                ack.ranges.truncate(room);
-            }
-            if !ack.ranges.is_empty() {
-                self.ack_ranges += ack.ranges.len();
-                self.acks.push(ack);
-            }
+            .last()
+            .is_some_and(|last| last.user == user && last.device == device);
+        if !continues {
+            self.acks.push(AckOp {
+                user,
+                device,
+                ranges: Vec::with_capacity(ranges.len()),
+            });
+        }
+        let mut dropped = 0;
+        let Some(last) = self.acks.last_mut() else {
             return dropped;
         };
-        for range in ack.ranges {
+        for range in ranges {
             match last.ranges.last_mut() {
                 Some(prev) if prev.last.0.checked_add(1) == Some(range.first.0) => {
                     prev.last = range.last;
@@ -173,6 +176,9 @@ impl Pipeline {
                     self.ack_ranges += 1;
                 }
             }
+        }
+        if last.ranges.is_empty() {
+            self.acks.pop();
         }
         dropped
     }

@@ -350,9 +350,17 @@ impl<'t> Writer<'t> {
     /// Deletes a stored message with its index entry and count, and reports it.
     fn delete(&mut self, user: &str, id: u64, expires_at_ms: u64) -> Result<(), StoreError> {
         self.messages.remove((user, id)).map_err(tx)?;
-        self.expiry.remove((expires_at_ms, user, id)).map_err(tx)?;
-        self.count(user, -1);
-        self.deleted.push((user_id(user)?, MessageId(id)));
+        self.unindex(&user_id(user)?, id, expires_at_ms)
+    }
+
+    /// The rest of a deletion once the record has left `messages`: its expiry entry, its
+    /// count, and the report.
+    fn unindex(&mut self, user: &UserId, id: u64, expires_at_ms: u64) -> Result<(), StoreError> {
+        self.expiry
+            .remove((expires_at_ms, user.as_str(), id))
+            .map_err(tx)?;
+        self.count(user.as_str(), -1);
+        self.deleted.push((user.clone(), MessageId(id)));
         Ok(())
     }
 
@@ -419,10 +427,8 @@ impl<'t> Writer<'t> {
                 return Err(e);
             }
         }
-        for (id, expires_at_ms) in done.drain(..) {
-            self.expiry.remove((expires_at_ms, user, id)).map_err(tx)?;
-            self.count(user, -1);
-            self.deleted.push((ack.user.clone(), MessageId(id)));
+        for (id, expires_at_ms) in done {
+            self.unindex(&ack.user, id, expires_at_ms)?;
         }
         for stored in updated {
             self.messages
