@@ -1,94 +1,66 @@
-//! CPU time of processes, read from `/proc/<pid>/stat` (Linux only).
+//! CPU time of processes, from the kernel's per-process CPU clocks (Linux).
 //!
 //! [`CpuMeter`] samples the server processes and this process at the start and the end
 //! of the measured window; [`CpuSample::since`] turns two samples into a [`CpuUsage`].
-//! A process's `utime + stime` in `/proc/<pid>/stat` covers all of its threads, counted
-//! in clock ticks (`CLK_TCK`, almost always 100 per second, so the resolution is 10 ms:
-//! measure windows of seconds, not milliseconds). For windows of milliseconds (the
-//! offline drain) [`CpuMeter::fine`] sums each thread's run time from
-//! `/proc/<pid>/task/*/schedstat` instead, in nanoseconds; a thread that ends inside the
-//! window is not counted, so use it only on processes that keep their threads.
+//! Each process is read through its CPU-time clock (`clock_getcpuclockid` +
+//! `clock_gettime`): nanoseconds, all of its threads (including those that ended), and
+//! current to the moment of the read. The alternatives are worse for windows of
+//! milliseconds such as the offline drain: `/proc/<pid>/stat` counts clock ticks (10 ms),
+//! and `/proc/<pid>/task/*/schedstat` is only brought up to date when a thread is
+//! descheduled or the timer ticks, so a thread busy for the whole of a short window can
+//! read as having used nothing (a CI run saw exactly that).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
+use nix::time::{ClockId, clock_getcpuclockid};
+use nix::unistd::Pid;
 
-/// Used when `getconf CLK_TCK` cannot be run: the value on every mainstream Linux.
-const CLOCK_TICKS_DEFAULT: u64 = 100;
+/// Linux's largest `pid_max` (`PID_MAX_LIMIT` on 64-bit kernels).
+const PID_MAX_LIMIT: i32 = 1 << 22;
 
 /// Where a process's CPU time is read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Process {
-    /// This process (`/proc/self/stat`).
+    /// This process.
     This,
     /// Another process by id.
     Pid(u32),
 }
 
 impl Process {
-    fn stat_path(self) -> PathBuf {
-        match self {
-            Process::This => PathBuf::from("/proc/self/stat"),
-            Process::Pid(pid) => PathBuf::from(format!("/proc/{pid}/stat")),
-        }
+    /// The CPU time this process has used since it started, all threads together.
+    pub fn cpu_time(self) -> Result<Duration> {
+        let clock = match self {
+            Process::This => ClockId::CLOCK_PROCESS_CPUTIME_ID,
+            Process::Pid(pid) => {
+                // The clock id packs the process id into 29 bits: a larger one would
+                // name another process (or this one). Linux ids stay below 2^22.
+                let raw = i32::try_from(pid)
+                    .ok()
+                    .filter(|&raw| raw > 0 && raw <= PID_MAX_LIMIT)
+                    .with_context(|| format!("{pid} is not a process id"))?;
+                clock_getcpuclockid(Pid::from_raw(raw))
+                    .with_context(|| format!("no CPU clock for process {pid}"))?
+            }
+        };
+        let now = clock
+            .now()
+            .with_context(|| format!("reading the CPU clock of {self:?}"))?;
+        Ok(Duration::from(now))
     }
-}
-
-/// `utime + stime` (in clock ticks) from the text of a `/proc/<pid>/stat` file.
-///
-/// The second field, the command name, is in parentheses and may itself hold spaces and
-/// parentheses, so the fields are counted from the last `)`.
-pub fn stat_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_ascii_whitespace();
-    // After the name: state (field 3) … utime is field 14, stime field 15.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// The run time of one thread, in nanoseconds, from the text of its `schedstat` file
-/// (the first of its three fields).
-pub fn schedstat_ns(schedstat: &str) -> Option<u64> {
-    schedstat.split_ascii_whitespace().next()?.parse().ok()
 }
 
 /// Reads CPU time of processes.
 #[derive(Clone, Debug)]
 pub struct CpuMeter {
-    ticks_per_second: u64,
     servers: Vec<Process>,
-    /// Per-thread run times in nanoseconds instead of the process's clock ticks.
-    fine: bool,
 }
 
 impl CpuMeter {
-    /// A meter for `servers` (and always this process). Asks `getconf CLK_TCK` once for
-    /// the tick length (the crate forbids `unsafe`, so no `sysconf` call).
+    /// A meter for `servers` (and always this process).
     pub fn new(servers: Vec<Process>) -> Self {
-        let ticks_per_second = std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .filter(|&ticks| ticks > 0)
-            .unwrap_or(CLOCK_TICKS_DEFAULT);
-        Self {
-            ticks_per_second,
-            servers,
-            fine: false,
-        }
-    }
-
-    /// A meter for `servers` (and this process) that sums each live thread's run time in
-    /// nanoseconds (see the module docs): for windows of milliseconds.
-    pub fn fine(servers: Vec<Process>) -> Self {
-        Self {
-            fine: true,
-            ..Self::new(servers)
-        }
+        Self { servers }
     }
 
     /// The processes measured as "server".
@@ -96,53 +68,19 @@ impl CpuMeter {
         &self.servers
     }
 
-    /// CPU time `process` has used since it started (with [`CpuMeter::fine`], by its
-    /// threads alive now).
-    pub fn cpu_time(&self, process: Process) -> Result<Duration> {
-        if self.fine {
-            return thread_cpu_time(process);
-        }
-        let path = process.stat_path();
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let ticks = stat_ticks(&text).ok_or_else(|| anyhow!("cannot parse {}", path.display()))?;
-        Ok(Duration::from_secs_f64(
-            ticks as f64 / self.ticks_per_second as f64,
-        ))
-    }
-
     /// A sample of every server process and of this one.
     pub fn sample(&self) -> Result<CpuSample> {
         let servers = self
             .servers
             .iter()
-            .map(|&p| self.cpu_time(p))
+            .map(|p| p.cpu_time())
             .collect::<Result<Vec<_>>>()?;
         Ok(CpuSample {
             at: Instant::now(),
             servers,
-            this: self.cpu_time(Process::This)?,
+            this: Process::This.cpu_time()?,
         })
     }
-}
-
-/// The summed run time of the threads of `process` alive now.
-fn thread_cpu_time(process: Process) -> Result<Duration> {
-    let dir = match process {
-        Process::This => PathBuf::from("/proc/self/task"),
-        Process::Pid(pid) => PathBuf::from(format!("/proc/{pid}/task")),
-    };
-    let mut total_ns = 0u64;
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path().join("schedstat");
-        // A thread may end between the listing and the read: it is skipped.
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let ns = schedstat_ns(&text).ok_or_else(|| anyhow!("cannot parse {}", path.display()))?;
-        total_ns = total_ns.saturating_add(ns);
-    }
-    Ok(Duration::from_nanos(total_ns))
 }
 
 /// CPU times at one moment.
@@ -189,27 +127,25 @@ pub struct CpuUsage {
 mod tests {
     use super::*;
 
-    #[test]
-    fn utime_and_stime_are_read_after_a_command_name_with_spaces_and_parentheses() {
-        // A process may call itself anything; counting fields from the first space or the
-        // first `)` would read the wrong columns.
-        let stat = "4242 (quichat (dev) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
-                    250 75 0 0 20 0 9 0 12345 1000000 500 18446744073709551615";
-        assert_eq!(stat_ticks(stat), Some(325));
+    /// Spins until this thread has used `cpu` of CPU time (by its own clock).
+    fn burn_thread_cpu(cpu: Duration) {
+        let mut x = 0u64;
+        while ClockId::CLOCK_THREAD_CPUTIME_ID
+            .now()
+            .map(Duration::from)
+            .is_ok_and(|used| used < cpu)
+        {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
     }
 
     #[test]
-    fn a_threads_run_time_is_the_first_schedstat_field() {
-        assert_eq!(schedstat_ns("123456789 2345 67\n"), Some(123_456_789));
-        assert_eq!(schedstat_ns(""), None);
-        assert_eq!(schedstat_ns("x 1 2"), None);
-    }
-
-    #[test]
-    fn the_fine_meter_sees_this_process_compute_for_a_few_milliseconds() {
-        // Nanosecond resolution: a few milliseconds of work must show, and as no more
-        // than the wall time it took on this process's threads.
-        let meter = CpuMeter::fine(vec![Process::This]);
+    fn a_few_milliseconds_of_work_show_and_no_more_than_the_wall_time_allows() {
+        // Nanosecond resolution and current to the read: a short busy window must show,
+        // even when the busy thread is never descheduled inside it.
+        let meter = CpuMeter::new(vec![Process::This]);
         let before = meter.sample().unwrap();
         let started = Instant::now();
         let mut x = 0u64;
@@ -223,27 +159,51 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_stat_line_is_refused() {
-        assert_eq!(stat_ticks("4242 (quichat) S 1 2 3"), None);
-        assert_eq!(stat_ticks("no parenthesis"), None);
+    fn a_thread_that_ended_inside_the_window_is_counted() {
+        // Per-thread counters lose a thread that exits; the process clock keeps it.
+        let meter = CpuMeter::new(Vec::new());
+        let before = meter.sample().unwrap();
+        std::thread::spawn(|| burn_thread_cpu(Duration::from_millis(20)))
+            .join()
+            .unwrap();
+        let usage = meter.sample().unwrap().since(&before);
+        assert!(
+            usage.load_generator >= Duration::from_millis(20),
+            "{usage:?}"
+        );
     }
 
     #[test]
-    fn this_process_cpu_time_grows_while_it_computes() {
-        // The meter must read live numbers, not a constant: burn CPU until the counter
-        // moves (by one tick, 10 ms), bounded in time because the machine may be busy.
-        let meter = CpuMeter::new(vec![Process::This]);
+    fn another_process_is_read_by_its_id() {
+        // The servers are child processes: their clock must move while they compute.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        let meter = CpuMeter::new(vec![Process::Pid(child.id())]);
         let before = meter.sample().unwrap();
         let started = Instant::now();
-        let mut x = 0u64;
         let mut usage = meter.sample().unwrap().since(&before);
-        while usage.load_generator.is_zero() && started.elapsed() < Duration::from_secs(20) {
-            for _ in 0..1_000_000 {
-                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-            }
+        while usage.server.is_zero() && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(5));
             usage = meter.sample().unwrap().since(&before);
         }
-        assert!(usage.load_generator > Duration::ZERO, "{usage:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!usage.server.is_zero(), "{usage:?}");
         assert_eq!(usage.per_server.len(), 1);
+    }
+
+    #[test]
+    fn a_process_that_does_not_exist_is_an_error_not_zero() {
+        // A free id below the kernel's limit: a child that has been reaped. Then ids the
+        // kernel never hands out, which the clock id could not even name.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        for pid in [gone, 1 << 22 | 1, 1 << 30, 0] {
+            let meter = CpuMeter::new(vec![Process::Pid(pid)]);
+            assert!(meter.sample().is_err(), "{pid}");
+        }
     }
 }

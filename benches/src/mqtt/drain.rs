@@ -84,7 +84,7 @@ pub async fn run(
     let queue_secs = queue_started.elapsed().as_secs_f64();
 
     // 3. The recipient comes back; the clock runs until it holds every message.
-    let meter = CpuMeter::fine(vec![Process::Pid(broker.pid())]);
+    let meter = CpuMeter::new(vec![Process::Pid(broker.pid())]);
     let cpu_before = meter.sample()?;
     let started = Instant::now();
     let (client, mut eventloop) = endpoint.client(RECIPIENT);

@@ -235,7 +235,7 @@ pub async fn drain(target: &Target, messages: u64, size: usize) -> Result<DrainS
 }
 
 async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<DrainSummary> {
-    let meter = CpuMeter::fine(running.servers.clone());
+    let meter = CpuMeter::new(running.servers.clone());
     let recipient = UserId::new("drain-recipient")?;
     let sender = UserId::new("drain-sender")?;
     const RECIPIENT_DEVICE: u64 = 7;
