@@ -1017,6 +1017,48 @@ fn acknowledgements_with_no_message_to_write_wait_for_the_ack_delay() {
 }
 
 #[test]
+fn a_message_gets_its_whole_commit_delay_while_acknowledgements_wait() {
+    // At a steady trickle of chat an acknowledgement is nearly always waiting in the
+    // batch. A new message must still get its own commit delay, counted from its
+    // arrival: acknowledged in time, it is never written (nor its acknowledgement).
+    let mut h = alice_and_bob(delayed_config());
+    h.submit("alice", "bob", "earlier");
+    let earlier = h.delivered(BOB_EDGE, BOB);
+    h.advance(Duration::from_millis(10));
+    assert_eq!(
+        h.stored("bob", 1).len(),
+        1,
+        "written after the commit delay"
+    );
+    h.take_log(ALICE_EDGE);
+    h.ack(BOB_EDGE, BOB, &[earlier[0].id]);
+    h.advance(Duration::from_millis(30));
+    let before = h.committed.len();
+
+    let key = h.submit("alice", "bob", "now");
+    let got = h.delivered(BOB_EDGE, BOB);
+    assert_eq!(h.committed.len(), before, "the message waits its own delay");
+    assert_eq!(
+        h.router.batch_deadline(),
+        Some(h.now.instant + Duration::from_millis(10)),
+        "due a commit delay after the message, not at once"
+    );
+    h.advance(Duration::from_millis(3));
+    h.ack(BOB_EDGE, BOB, &[got[0].id]);
+    assert_eq!(accepted(&h.take_log(ALICE_EDGE)), vec![(key, got[0].id)]);
+    h.advance(Duration::from_millis(50));
+    assert!(
+        h.committed[before..].iter().all(|b| b.appends.is_empty()),
+        "the acknowledged message was never written"
+    );
+    assert_eq!(h.router.stats().skipped_disk, 1);
+    assert!(
+        h.stored("bob", 1).is_empty(),
+        "the earlier one's ack is written"
+    );
+}
+
+#[test]
 fn a_device_back_before_its_acknowledgements_are_written_is_not_shown_them_again() {
     // Bob's game acknowledges and quits; it reconnects within the ack delay, while the
     // store still holds the messages. Replay must skip what he acknowledged, or the game
@@ -1084,7 +1126,7 @@ fn acknowledgements_waiting_for_a_stalled_disk_are_bounded() {
 #[test]
 fn a_message_to_write_takes_waiting_acknowledgements_along() {
     // The ack delay never holds back a sender: once a message must be written, the batch
-    // is due at the commit delay, counted from its oldest entry as always.
+    // is due at the message's commit delay, and the waiting acknowledgement goes along.
     let mut h = alice_and_bob(delayed_config());
     h.submit("alice", "bob", "old");
     let old = h.delivered(BOB_EDGE, BOB)[0].id;
@@ -1094,7 +1136,7 @@ fn a_message_to_write_takes_waiting_acknowledgements_along() {
     h.advance(Duration::from_millis(5));
     let key = h.submit("alice", "bob", "new");
     let new = h.delivered(BOB_EDGE, BOB)[0].id;
-    h.advance(Duration::from_millis(4));
+    h.advance(Duration::from_millis(9));
     assert_eq!(h.committed.len(), before, "not before the commit delay");
     h.advance(Duration::from_millis(1));
     assert_eq!(h.committed.len(), before + 1);

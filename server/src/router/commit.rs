@@ -8,7 +8,7 @@
 //! then travel inside the record, and a message acknowledged by every device is simply
 //! removed.
 //!
-//! **Commit delay.** A batch is handed over only once its oldest entry has waited
+//! **Commit delay.** A batch is handed over only once its oldest message has waited
 //! `commit_delay` (or it holds `commit_batch_max` messages, or an id reservation, which
 //! gates new ids). Online recipients acknowledge within a round trip, and a message every
 //! device acknowledged while it waits here is dropped from the batch: it never costs an
@@ -16,9 +16,13 @@
 //! online recipient (`Accepted` comes with the acknowledgement); for an offline one
 //! `Accepted` comes `commit_delay` later. Zero turns it off.
 //!
-//! **Acknowledgement delay.** A batch with no messages in it (acknowledgements, device
-//! times, an expiry pass) waits `ack_commit_delay` instead, or until it holds
-//! `commit_batch_max` acknowledged ranges. Nothing in it is a promise to a sender: a crash
+//! **Acknowledgement delay.** Everything else in a batch (acknowledgements, device
+//! times, an expiry pass) waits `ack_commit_delay`, or until the batch holds
+//! `commit_batch_max` acknowledged ranges, or goes along with a message's commit. The
+//! two clocks are apart: a message's delay counts from the message, never from an
+//! older acknowledgement waiting in the batch, or at a steady trickle of traffic (where
+//! acknowledgements always wait) every message would be written at once and its
+//! acknowledgement, a round trip later, would cost a second write. Nothing in it is a promise to a sender: a crash
 //! that loses it only means those messages are delivered again, and the client drops
 //! what it has already shown. Waiting lets a catching-up device's acknowledgements go in
 //! a few large commits, each a cursor pass over a long run of its log, instead of one
@@ -30,7 +34,7 @@
 //! order of appends and acks is kept) and retried after a back-off.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use protocol::{DeviceId, IdRange, MessageId, UserId};
 
@@ -93,6 +97,8 @@ pub(crate) struct Pipeline {
     /// When the accumulating batch got its first entry (seen at the first
     /// [`Router::next_batch`] after it).
     oldest: Option<Instant>,
+    /// When it got its first message, the same way: the commit delay counts from here.
+    oldest_message: Option<Instant>,
 }
 
 impl Pipeline {
@@ -213,13 +219,19 @@ impl Pipeline {
 }
 
 impl Router {
-    /// How long the accumulating batch may wait: the commit delay if it holds messages,
-    /// the acknowledgement delay if not (see the module docs).
-    fn batch_delay(&self) -> Duration {
-        if self.pipeline.ids.is_empty() {
-            self.config.commit_delay.max(self.config.ack_commit_delay)
-        } else {
-            self.config.commit_delay
+    /// When the accumulating batch is due by its delays alone: once its oldest message
+    /// has waited the commit delay, and at the latest once its oldest entry of any kind
+    /// has waited the longer of the two delays (see the module docs).
+    fn delay_due_at(&self) -> Option<Instant> {
+        let p = &self.pipeline;
+        let longest = self.config.commit_delay.max(self.config.ack_commit_delay);
+        let any = p.oldest.map(|oldest| oldest + longest);
+        let message = p
+            .oldest_message
+            .map(|oldest| oldest + self.config.commit_delay);
+        match (any, message) {
+            (Some(a), Some(m)) => Some(a.min(m)),
+            (a, m) => a.or(m),
         }
     }
 
@@ -229,8 +241,7 @@ impl Router {
         if p.committing.is_some() || p.accumulating_is_empty() {
             return None;
         }
-        let delay_due = p.oldest.map(|oldest| oldest + self.batch_delay());
-        match (delay_due, p.retry_at) {
+        match (self.delay_due_at(), p.retry_at) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
@@ -240,14 +251,20 @@ impl Router {
     ///
     /// `flush` ignores the commit delay (a clean shutdown).
     pub(super) fn next_batch(&mut self, now: Now, flush: bool) -> Option<WriteBatch> {
-        let delay = self.batch_delay();
         let p = &mut self.pipeline;
         if p.accumulating_is_empty() {
             // Everything in it was acknowledged away: the delay restarts with the next.
             p.oldest = None;
+            p.oldest_message = None;
             return None;
         }
-        let oldest = *p.oldest.get_or_insert(now.instant);
+        p.oldest.get_or_insert(now.instant);
+        if p.ids.is_empty() {
+            // Its messages were acknowledged away: their delay restarts with the next.
+            p.oldest_message = None;
+        } else {
+            p.oldest_message.get_or_insert(now.instant);
+        }
         if p.committing.is_some() {
             return None;
         }
@@ -259,12 +276,14 @@ impl Router {
         let due = flush
             || full
             || p.reserve.is_some()
-            || now.instant.saturating_duration_since(oldest) >= delay;
+            || self.delay_due_at().is_some_and(|at| now.instant >= at);
         if !due {
             return None;
         }
+        let p = &mut self.pipeline;
         p.retry_at = None;
         p.oldest = None;
+        p.oldest_message = None;
         p.ack_ranges = 0;
         let mut batch = WriteBatch {
             reserve_ids_through: p.reserve.take(),
