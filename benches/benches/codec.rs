@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use protocol::codec::{self, FrameDecoder};
+use protocol::forward::{CoreIn, read_core_frame};
 use protocol::frames::link::CoreFrame;
 use protocol::{ConversationId, Message, MessageId, SenderKey, ServerFrame, SessionId, UserId};
 use std::hint::black_box;
@@ -67,6 +68,40 @@ fn bench(c: &mut Criterion) {
                 n += 1;
             }
             assert_eq!(n, 64);
+        })
+    });
+    // What the edge does with each delivery from the core: before, decode it and encode
+    // the client's frame; now, check it in place and copy its bytes behind a new prefix.
+    group.bench_function("edge: decode + re-encode for the client", |b| {
+        let mut out = BytesMut::with_capacity(64 * 256);
+        b.iter(|| {
+            out.clear();
+            let mut decoder = FrameDecoder::default();
+            decoder.extend(&encoded);
+            while let Some(f) = decoder.next_frame::<CoreFrame>().unwrap() {
+                let CoreFrame::Deliver { sessions, message } = f else {
+                    unreachable!("only deliveries here")
+                };
+                black_box(sessions);
+                codec::encode(&ServerFrame::Deliver(message), &mut out).unwrap();
+            }
+            black_box(out.len());
+        })
+    });
+    group.bench_function("edge: forward", |b| {
+        let mut out = BytesMut::with_capacity(64 * 256);
+        b.iter(|| {
+            out.clear();
+            let mut decoder = FrameDecoder::default();
+            decoder.extend(&encoded);
+            while let Some(body) = decoder.next_body().unwrap() {
+                let CoreIn::Deliver(forward) = read_core_frame(&body).unwrap() else {
+                    unreachable!("only deliveries here")
+                };
+                black_box(forward.sessions().count());
+                out.extend_from_slice(forward.frame.as_bytes());
+            }
+            black_box(out.len());
         })
     });
     group.finish();

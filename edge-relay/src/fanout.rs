@@ -5,7 +5,9 @@
 //! queue is full is closed as a slow consumer (it reconnects and is replayed from the
 //! core's store) rather than allowed to stall everyone else.
 
-use protocol::frames::client::{Accepted, Message, Rejected, ServerFrame};
+use protocol::codec::Encoded;
+use protocol::forward::{CoreIn, Forward};
+use protocol::frames::client::{Accepted, Rejected, ServerFrame};
 use protocol::frames::link::CoreFrame;
 use protocol::ids::SessionId;
 use protocol::{ConversationId, ErrorCode};
@@ -18,7 +20,14 @@ use crate::stats::Counters;
 
 /// Acts on one frame from the core. An error means the core broke the protocol; the
 /// link is then closed and re-established.
-pub(crate) fn dispatch(shared: &Shared, frame: CoreFrame) -> Result<(), SessionEnd> {
+pub(crate) fn dispatch(shared: &Shared, frame: CoreIn) -> Result<(), SessionEnd> {
+    let frame = match frame {
+        CoreIn::Deliver(forward) => {
+            deliver(shared, forward);
+            return Ok(());
+        }
+        CoreIn::Frame(frame) => frame,
+    };
     match frame {
         CoreFrame::CoreWelcome(_) => {
             return Err(SessionEnd::new(
@@ -26,7 +35,8 @@ pub(crate) fn dispatch(shared: &Shared, frame: CoreFrame) -> Result<(), SessionE
                 "CoreWelcome sent twice",
             ));
         }
-        CoreFrame::Deliver { sessions, message } => deliver(shared, &sessions, message),
+        // `read_core_frame` gives every delivery as `CoreIn::Deliver`.
+        CoreFrame::Deliver { .. } => {}
         CoreFrame::Accepted { session, key, id } => {
             if let Some(s) = shared.registry.get(session)
                 && s.inflight.resolve(key)
@@ -62,28 +72,28 @@ pub(crate) fn dispatch(shared: &Shared, frame: CoreFrame) -> Result<(), SessionE
     Ok(())
 }
 
-/// Hands `message` to each listed session on the lane of its conversation.
-fn deliver(shared: &Shared, sessions: &[SessionId], message: Message) {
-    let conversation = ConversationId::direct(&message.from, &message.to);
-    // Most deliveries go to one session: the last gets the message itself, not a copy.
-    let Some((&last, others)) = sessions.split_last() else {
-        return;
-    };
-    for &id in others {
-        deliver_to(shared, id, conversation, message.clone());
+/// Hands a delivery to each of its sessions on the lane of its conversation. The
+/// sessions share one encoding of the client's frame.
+fn deliver(shared: &Shared, forward: Forward) {
+    for id in forward.sessions() {
+        deliver_to(shared, id, forward.conversation, &forward.frame);
     }
-    deliver_to(shared, last, conversation, message);
 }
 
-/// Queues `message` on the lane of `conversation` of session `id`, without waiting.
-fn deliver_to(shared: &Shared, id: SessionId, conversation: ConversationId, message: Message) {
+/// Queues `frame` on the lane of `conversation` of session `id`, without waiting.
+fn deliver_to(
+    shared: &Shared,
+    id: SessionId,
+    conversation: ConversationId,
+    frame: &Encoded<ServerFrame>,
+) {
     // A session that ended meanwhile is skipped: the core still stores the message until
     // that device acknowledges it.
     let Some(session) = shared.registry.get(id) else {
         return;
     };
     let lane = session.lanes.lane(conversation.lane(session.lanes.count()));
-    match lane.try_send(ServerFrame::Deliver(message)) {
+    match lane.try_send_encoded(frame.clone()) {
         Ok(()) => Counters::bump(&shared.counters.messages_out),
         Err(TrySendError::Full(_)) => slow(shared, &session, "deliveries"),
         Err(TrySendError::Closed(_)) => {}

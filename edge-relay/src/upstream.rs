@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protocol::ErrorCode;
+use protocol::forward::read_core_frame;
 use protocol::frames::link::{Attach, CoreFrame, CoreWelcome, EdgeFrame, EdgeHello};
 use protocol::frames::{PROTOCOL_VERSION, STREAM_KIND_LANE};
 use protocol::ids::{IdRange, SessionId, ShardId};
@@ -512,14 +513,8 @@ async fn serve(
 
 /// Reads the core's control stream: answers, `Synced`, `Kick` (and anything else the
 /// core sends there).
-async fn read_control(shared: Arc<Shared>, mut recv: FramedRecv) -> Result<(), SessionEnd> {
-    loop {
-        match recv.next::<CoreFrame>().await {
-            Ok(Some(frame)) => fanout::dispatch(&shared, frame)?,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(core_stream_error("control stream", &e)),
-        }
-    }
+async fn read_control(shared: Arc<Shared>, recv: FramedRecv) -> Result<(), SessionEnd> {
+    read_core_stream(&shared, recv, "control stream").await
 }
 
 /// Accepts the core's lanes and reads them; returns when the connection ends or a lane
@@ -552,11 +547,25 @@ async fn read_lane(shared: Arc<Shared>, recv: quinn::RecvStream) -> Result<(), S
     if let Err(e) = recv.expect_kind(STREAM_KIND_LANE).await {
         return Err(core_stream_error("lane", &e));
     }
+    read_core_stream(&shared, recv, "lane").await
+}
+
+/// Acts on every frame of one of the core's streams until it ends. Deliveries are not
+/// decoded, only checked and re-framed for the clients ([`read_core_frame`]).
+async fn read_core_stream(
+    shared: &Shared,
+    mut recv: FramedRecv,
+    stream: &str,
+) -> Result<(), SessionEnd> {
     loop {
-        match recv.next::<CoreFrame>().await {
-            Ok(Some(frame)) => fanout::dispatch(&shared, frame)?,
+        let frame = match recv.next_body().await {
+            Ok(Some(body)) => read_core_frame(&body).map_err(transport::StreamError::from),
             Ok(None) => return Ok(()),
-            Err(e) => return Err(core_stream_error("lane", &e)),
+            Err(e) => Err(e),
+        };
+        match frame {
+            Ok(frame) => fanout::dispatch(shared, frame)?,
+            Err(e) => return Err(core_stream_error(stream, &e)),
         }
     }
 }

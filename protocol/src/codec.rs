@@ -10,7 +10,9 @@
 //! one UTF-8 check for the ids and name together and no serde plumbing, and hands any body
 //! it does not find ordinary to postcard, so errors are always postcard's.
 
-use bytes::{Buf, BufMut, BytesMut};
+use std::marker::PhantomData;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -58,6 +60,74 @@ pub fn encode<T: Serialize>(frame: &T, out: &mut BytesMut) -> Result<(), EncodeE
     Ok(())
 }
 
+/// One frame of type `T`, already encoded: its length prefix and body, ready to be
+/// written as they are. Cheap to clone (the bytes are shared), so one encoding can go to
+/// several streams. Only this crate makes one from bytes it did not encode itself (an
+/// edge forwarding a core's delivery, [`crate::forward`]), after checking them.
+pub struct Encoded<T> {
+    bytes: Bytes,
+    frame: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize> Encoded<T> {
+    /// Encodes `frame` (see [`encode`]).
+    pub fn new(frame: &T) -> Result<Self, EncodeError> {
+        let mut out = BytesMut::new();
+        encode(frame, &mut out)?;
+        Ok(Self::from_frame_bytes(out.freeze()))
+    }
+}
+
+impl<T> Encoded<T> {
+    /// Wraps bytes that hold exactly one length-prefixed frame of type `T`.
+    fn from_frame_bytes(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            frame: PhantomData,
+        }
+    }
+
+    /// A frame whose body is `parts` one after the other, behind its length prefix: for
+    /// bodies this crate has checked read as a `T`.
+    pub(crate) fn from_body_parts(parts: &[&[u8]]) -> Result<Self, EncodeError> {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        if len > FRAME_BYTES_MAX {
+            return Err(EncodeError::TooLarge {
+                len,
+                max: FRAME_BYTES_MAX,
+            });
+        }
+        let mut prefix = [0u8; LENGTH_PREFIX_BYTES_MAX];
+        let prefix_len = write_varint(len as u32, &mut prefix);
+        let mut out = BytesMut::with_capacity(prefix_len + len);
+        out.extend_from_slice(&prefix[..prefix_len]);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+        Ok(Self::from_frame_bytes(out.freeze()))
+    }
+
+    /// The frame's bytes, length prefix included.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl<T> Clone for Encoded<T> {
+    fn clone(&self) -> Self {
+        Self::from_frame_bytes(self.bytes.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for Encoded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded")
+            .field("frame", &std::any::type_name::<T>())
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
 /// Encodes one frame into a fresh buffer.
 pub fn encode_to_vec<T: Serialize>(frame: &T) -> Result<Vec<u8>, EncodeError> {
     let mut out = BytesMut::new();
@@ -82,8 +152,9 @@ pub fn decode_exact<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, D
     decode_body(body)
 }
 
-/// Decodes a frame body (no prefix) that must be consumed entirely.
-fn decode_body<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, DecodeError> {
+/// Decodes a frame body (no prefix, as [`FrameDecoder::next_body`] gives it) that must
+/// be consumed entirely, and validates the frame.
+pub fn decode_body<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, DecodeError> {
     // A frame is an enum: postcard writes its variant index first, as a varint.
     match read_varint(body) {
         Ok(Some((variant, _))) if variant >= T::VARIANTS as usize => {
@@ -320,6 +391,16 @@ impl FrameDecoder {
 
     /// Decodes the next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame<T: DeserializeOwned + Validate>(&mut self) -> Result<Option<T>, DecodeError> {
+        match self.next_body()? {
+            Some(body) => decode_body(&body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The body of the next complete frame, not decoded (its length checked against the
+    /// maximum); `Ok(None)` if more bytes are needed. For readers that decode it
+    /// themselves, such as an edge forwarding deliveries ([`crate::forward`]).
+    pub fn next_body(&mut self) -> Result<Option<BytesMut>, DecodeError> {
         let Some((len, prefix_len)) = read_varint(&self.buf)? else {
             return Ok(None);
         };
@@ -330,8 +411,7 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.buf.advance(prefix_len);
-        let body = self.buf.split_to(len);
-        decode_body(&body).map(Some)
+        Ok(Some(self.buf.split_to(len)))
     }
 }
 

@@ -45,6 +45,13 @@ impl UserId {
         Ok(Self(CompactString::new(id)))
     }
 
+    /// Copies an id that has passed [`check_user_id`].
+    #[inline]
+    pub(crate) fn from_checked(id: &str) -> Self {
+        debug_assert!(check_user_id(id).is_ok());
+        Self(CompactString::new(id))
+    }
+
     /// The id as text.
     #[inline]
     pub fn as_str(&self) -> &str {
@@ -54,7 +61,7 @@ impl UserId {
 
 /// The rules of a [`UserId`]: 1 to [`USER_ID_BYTES_MAX`] bytes, no control character.
 #[inline]
-fn check_user_id(id: &str) -> Result<(), UserIdError> {
+pub(crate) fn check_user_id(id: &str) -> Result<(), UserIdError> {
     if id.is_empty() {
         return Err(UserIdError::Empty);
     }

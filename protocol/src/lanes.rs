@@ -15,8 +15,12 @@ pub struct ConversationId(pub u64);
 impl ConversationId {
     /// The direct conversation between two users.
     pub fn direct(a: &UserId, b: &UserId) -> Self {
-        // `UserId` orders as its text does; look each text up once.
-        let (a, b) = (a.as_str(), b.as_str());
+        Self::direct_between(a.as_str(), b.as_str())
+    }
+
+    /// [`ConversationId::direct`] from the two ids' text (`UserId` orders as its text
+    /// does).
+    pub(crate) fn direct_between(a: &str, b: &str) -> Self {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         let mut h = Fnv1a::new();
         h.write(lo.as_bytes());

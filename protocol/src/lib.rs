@@ -11,6 +11,8 @@
 //!   ([`frames::link`]), with the ALPN strings and the protocol version.
 //! - [`codec`]: `varint(len) ‖ postcard(frame)`; [`codec::FrameDecoder`] splits a byte
 //!   stream into frames, checking the length before allocating.
+//! - [`forward`]: what an edge reads from its core, with deliveries re-framed for its
+//!   clients without being decoded ([`forward::read_core_frame`]).
 //! - [`error`]: [`ErrorCode`], the one table of codes shared by all crates, and the
 //!   codec's errors.
 //! - [`ids`]: user, device, session and message ids; [`SenderKey`].
@@ -26,6 +28,7 @@ pub mod codec;
 pub mod copies;
 pub mod delivery;
 pub mod error;
+pub mod forward;
 pub mod frames;
 pub mod ids;
 pub mod lanes;

@@ -6,14 +6,15 @@
 
 use proptest::prelude::*;
 use protocol::codec::{FrameDecoder, decode_exact, encode_to_vec};
+use protocol::forward::{CoreIn, read_core_frame};
 use protocol::frames::Validate;
 use protocol::frames::client::{
     Accepted, Ack, ClientFrame, Hello, Limits, Rejected, SendMessage, ServerFrame, Welcome,
 };
 use protocol::frames::link::{Attach, CoreFrame, CoreWelcome, EdgeFrame, EdgeHello, Submit};
 use protocol::{
-    DecodeError, DeviceId, ErrorCode, IdRange, Message, MessageId, SenderKey, SessionId, ShardId,
-    UserId,
+    ConversationId, DecodeError, DeviceId, ErrorCode, IdRange, Message, MessageId, SenderKey,
+    SessionId, ShardId, UserId,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -461,6 +462,91 @@ proptest! {
         body.extend_from_slice(&extra);
         fast_path_agrees::<CoreFrame>(&body)?;
         fast_path_agrees::<CoreFrame>(&damaged(body, &edits, cut))?;
+    }
+}
+
+/// An edge forwards a core frame body ([`read_core_frame`]) exactly as decoding it would
+/// have it: the same error for a body decoding refuses, the same frame for any other
+/// kind, and for a delivery the same sessions and conversation and a client frame that
+/// decodes to the same message, byte for byte what encoding that message gives when the
+/// core's bytes are the canonical encoding.
+fn forward_agrees(body: &[u8]) -> Result<(), TestCaseError> {
+    let mut prefixed = varint(body.len());
+    prefixed.extend_from_slice(body);
+    match (read_core_frame(body), decode_exact::<CoreFrame>(&prefixed)) {
+        (Ok(CoreIn::Deliver(forward)), Ok(CoreFrame::Deliver { sessions, message })) => {
+            prop_assert_eq!(forward.sessions().collect::<Vec<_>>(), sessions.clone());
+            prop_assert_eq!(
+                forward.conversation,
+                ConversationId::direct(&message.from, &message.to)
+            );
+            let frame = forward.frame.as_bytes();
+            prop_assert_eq!(
+                decode_exact::<ServerFrame>(frame),
+                Ok(ServerFrame::Deliver(message.clone()))
+            );
+            let canonical = encode_to_vec(&CoreFrame::Deliver {
+                sessions,
+                message: message.clone(),
+            })
+            .unwrap();
+            if canonical == prefixed {
+                prop_assert_eq!(
+                    frame,
+                    &encode_to_vec(&ServerFrame::Deliver(message)).unwrap()[..]
+                );
+            }
+        }
+        (Ok(CoreIn::Frame(forwarded)), Ok(decoded)) => {
+            let is_delivery = matches!(decoded, CoreFrame::Deliver { .. });
+            prop_assert!(!is_delivery, "a delivery was not forwarded");
+            prop_assert_eq!(forwarded, decoded);
+        }
+        (Err(forwarded), Err(decoded)) => prop_assert_eq!(forwarded, decoded),
+        (forwarded, decoded) => {
+            return Err(TestCaseError::fail(format!(
+                "forwarding read {forwarded:?} where decoding gives {decoded:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn forwarded_deliveries_are_what_decoding_and_encoding_give(f in prop_oneof![
+        core_frame(),
+        message_near_length_limits().prop_map(|message| CoreFrame::Deliver { sessions: vec![SessionId(1)], message }),
+        (prop::collection::vec(any::<u64>(), 1..4), message_near_length_limits()).prop_map(|(s, message)| CoreFrame::Deliver { sessions: s.into_iter().map(SessionId).collect(), message }),
+    ], (edits, cut) in damage(), extra in prop::collection::vec(any::<u8>(), 0..4)) {
+        let mut body = postcard::to_allocvec(&f).unwrap();
+        forward_agrees(&body)?;
+        body.extend_from_slice(&extra);
+        forward_agrees(&body)?;
+        forward_agrees(&damaged(body, &edits, cut))?;
+    }
+
+    #[test]
+    fn forwarding_refuses_what_decoding_refuses(body in prop::collection::vec(any::<u8>(), 0..200)) {
+        forward_agrees(&body)?;
+    }
+}
+
+#[test]
+fn an_empty_or_oversized_session_list_is_refused_as_decoding_refuses_it() {
+    let (message, _) = plain_delivery();
+    for count in [0, protocol::limits::DELIVER_SESSIONS_MAX + 1] {
+        let body = postcard::to_allocvec(&CoreFrame::Deliver {
+            sessions: (0..count as u64).map(SessionId).collect(),
+            message: message.clone(),
+        })
+        .unwrap();
+        assert_eq!(
+            read_core_frame(&body).unwrap_err(),
+            DecodeError::Invalid("delivery session list size")
+        );
     }
 }
 

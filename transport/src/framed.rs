@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU64;
 
 use bytes::BytesMut;
 use protocol::ErrorCode;
-use protocol::codec::{self, FrameDecoder};
+use protocol::codec::{self, Encoded, FrameDecoder};
 use protocol::error::{DecodeError, EncodeError};
 use protocol::frames::Validate;
 use serde::Serialize;
@@ -126,9 +126,18 @@ impl FramedRecv {
     /// The next frame; `Ok(None)` when the peer finished the stream cleanly between
     /// frames. A stream that ends inside a frame is an error.
     pub async fn next<T: DeserializeOwned + Validate>(&mut self) -> Result<Option<T>, StreamError> {
+        match self.next_body().await? {
+            Some(body) => Ok(Some(codec::decode_body(&body)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next frame's body, not decoded (its length checked), for a reader that decodes
+    /// it itself; `Ok(None)` as for [`FramedRecv::next`].
+    pub async fn next_body(&mut self) -> Result<Option<BytesMut>, StreamError> {
         loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                return Ok(Some(frame));
+            if let Some(body) = self.decoder.next_body()? {
+                return Ok(Some(body));
             }
             match self.recv.read_chunk(READ_CHUNK_BYTES, true).await? {
                 Some(chunk) => self.decoder.extend(&chunk.bytes),
@@ -174,6 +183,9 @@ pub(crate) enum WriterItem<T> {
     /// Boxed, so a queue's slots are small: a frame is about 150 bytes, and a queue
     /// keeps up to 32 slots after a burst (see [`crate::queue`]).
     Frame(Box<T>),
+    /// A frame encoded already (an edge forwarding a core's delivery): its bytes are
+    /// written as they are.
+    Encoded(Encoded<T>),
     /// Write everything queued before this, finish the stream, wait until the peer has
     /// read all of it, then answer.
     Finish(oneshot::Sender<()>),
@@ -228,17 +240,33 @@ impl<T> FrameSender<T> {
     /// Queues a frame if there is room now. The caller decides what a full queue means
     /// (the edge closes a slow client; the core lets a session catch up from the store).
     pub fn try_send(&self, frame: T) -> Result<(), TrySendError<T>> {
-        self.tx
-            .try_send(WriterItem::Frame(Box::new(frame)))
-            .map_err(|e| match e {
-                TrySendError::Full(WriterItem::Frame(f)) => TrySendError::Full(*f),
-                TrySendError::Closed(WriterItem::Frame(f)) => TrySendError::Closed(*f),
-                // Only frames are sent by `try_send`.
-                TrySendError::Full(WriterItem::Finish(_))
-                | TrySendError::Closed(WriterItem::Finish(_)) => {
-                    unreachable!("try_send only sends frames")
-                }
-            })
+        self.try_send_item(WriterItem::Frame(Box::new(frame)), |item| match item {
+            WriterItem::Frame(frame) => Some(*frame),
+            _ => None,
+        })
+    }
+
+    /// Like [`FrameSender::try_send`], for a frame encoded already: the writer copies its
+    /// bytes as they are. Several streams can share one encoding (clones share bytes).
+    pub fn try_send_encoded(&self, frame: Encoded<T>) -> Result<(), TrySendError<Encoded<T>>> {
+        self.try_send_item(WriterItem::Encoded(frame), |item| match item {
+            WriterItem::Encoded(frame) => Some(frame),
+            _ => None,
+        })
+    }
+
+    /// Queues `item` if there is room now; on failure, gives back what `unwrap` takes
+    /// out of it (always the item just sent).
+    fn try_send_item<F>(
+        &self,
+        item: WriterItem<T>,
+        unwrap: impl Fn(WriterItem<T>) -> Option<F>,
+    ) -> Result<(), TrySendError<F>> {
+        let back = |item| unwrap(item).unwrap_or_else(|| unreachable!("the item sent comes back"));
+        self.tx.try_send(item).map_err(|e| match e {
+            TrySendError::Full(item) => TrySendError::Full(back(item)),
+            TrySendError::Closed(item) => TrySendError::Closed(back(item)),
+        })
     }
 
     /// Room left in the queue.

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use protocol::codec;
+use protocol::error::EncodeError;
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
@@ -399,39 +400,53 @@ impl<T: Serialize> Member<T> {
         }
         for item in items.drain(..) {
             match item {
-                WriterItem::Frame(frame) if !self.done_reading => {
-                    let start = self.buf.len();
-                    // The first frame of a stream not opened yet: its kind byte goes first.
-                    if let Stream::Unopened {
-                        kind: Some(kind), ..
-                    } = self.stream
-                        && start == 0
-                    {
-                        self.buf.extend_from_slice(&[kind]);
-                    }
-                    let frame_start = self.buf.len();
-                    match codec::encode(&*frame, &mut self.buf) {
-                        Ok(()) => {
-                            self.frames_in_buf += 1;
-                            if copying {
-                                self.copy_frame(frame_start);
-                            }
-                            self.seq += 1;
-                        }
-                        // Frames are checked where they enter, so this is a bug; drop the
-                        // one frame rather than the stream.
-                        Err(e) => {
-                            self.buf.truncate(start);
-                            tracing::error!(error = %e, "dropping a frame that cannot be encoded")
-                        }
-                    }
-                }
                 // Frames after a finish are dropped, as documented.
-                WriterItem::Frame(_) => {}
+                WriterItem::Frame(_) | WriterItem::Encoded(_) if self.done_reading => {}
+                WriterItem::Frame(frame) => {
+                    self.push_frame(copying, |buf| codec::encode(&*frame, buf));
+                }
+                WriterItem::Encoded(frame) => self.push_frame(copying, |buf| {
+                    buf.extend_from_slice(frame.as_bytes());
+                    Ok(())
+                }),
                 WriterItem::Finish(done) => {
                     self.done_reading = true;
                     self.finish = self.finish.take().or(Some(done));
                 }
+            }
+        }
+    }
+
+    /// Appends one frame to the pending buffer with `write` (behind the stream's kind
+    /// byte if it is the stream's first), numbers it, and adds it to the copy.
+    fn push_frame(
+        &mut self,
+        copying: bool,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+    ) {
+        let start = self.buf.len();
+        // The first frame of a stream not opened yet: its kind byte goes first.
+        if let Stream::Unopened {
+            kind: Some(kind), ..
+        } = self.stream
+            && start == 0
+        {
+            self.buf.extend_from_slice(&[kind]);
+        }
+        let frame_start = self.buf.len();
+        match write(&mut self.buf) {
+            Ok(()) => {
+                self.frames_in_buf += 1;
+                if copying {
+                    self.copy_frame(frame_start);
+                }
+                self.seq += 1;
+            }
+            // Frames are checked where they enter, so this is a bug; drop the one frame
+            // rather than the stream.
+            Err(e) => {
+                self.buf.truncate(start);
+                tracing::error!(error = %e, "dropping a frame that cannot be encoded")
             }
         }
     }

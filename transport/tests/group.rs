@@ -7,6 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use protocol::codec::Encoded;
 use protocol::frames::STREAM_KIND_LANE;
 use protocol::frames::link::EdgeFrame;
 use protocol::{DeviceId, SessionId, UserId};
@@ -349,4 +350,43 @@ async fn a_lane_resumes_after_its_stream_was_blocked_with_a_full_buffer() {
     assert_eq!(got.len(), sent.len());
     assert!(got == sent, "complete and in order");
     sender.await.unwrap();
+}
+
+// A frame encoded already (an edge forwarding a core's delivery) travels like any other:
+// it may be the lane's first frame (behind the lane's kind byte), it keeps its place among
+// frames encoded by the writer, and one encoding may go to several lanes.
+#[tokio::test]
+async fn frames_encoded_already_arrive_in_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_endpoints, server_conn, conn) = pair(dir.path()).await;
+    let acceptor = tokio::spawn(accept_all_lanes(server_conn));
+    let lanes = LaneSenders::<EdgeFrame>::open(&conn, 2, 64, 0)
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for n in 0..40u64 {
+        if n % 3 == 0 {
+            let encoded = Encoded::new(&attach(n)).unwrap();
+            lanes.lane(1).try_send_encoded(encoded.clone()).unwrap();
+            lanes.lane(0).try_send_encoded(encoded).unwrap();
+        } else {
+            lanes.lane(1).try_send(attach(n)).unwrap();
+            lanes.lane(0).try_send(attach(n)).unwrap();
+        }
+        sent.push(attach(n));
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        lanes.lane(0).finish().await.unwrap();
+        lanes.lane(1).finish().await.unwrap();
+    })
+    .await
+    .expect("both lanes finish");
+    assert_eq!(lanes.lane(0).stats().frames.load(Ordering::Relaxed), 40);
+    drop(lanes);
+    conn.close(0u32.into(), b"done");
+    let got = tokio::time::timeout(Duration::from_secs(10), acceptor)
+        .await
+        .expect("the peer sees the connection close")
+        .unwrap();
+    assert_eq!(got, vec![sent.clone(), sent]);
 }

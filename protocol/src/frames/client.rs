@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Capabilities, Validate, check_len, check_ranges};
 use crate::codec::Reader;
 use crate::error::{DecodeError, ErrorCode};
-use crate::ids::{DeviceId, IdRange, MessageId, SenderKey, SessionId, UserId};
+use crate::ids::{DeviceId, IdRange, MessageId, SenderKey, SessionId, UserId, check_user_id};
 use crate::limits::{
     DETAIL_BYTES_MAX, DISPLAY_NAME_BYTES_MAX, LANES_MAX, TEXT_BYTES_MAX_CEILING, TOKEN_BYTES_MAX,
 };
@@ -184,13 +184,53 @@ impl Message {
     /// every field is ordinary; `None` otherwise (see [`Validate::decode_fast`]).
     #[inline]
     pub(crate) fn read_fast(r: &mut Reader<'_>) -> Option<Self> {
+        let fields = MessageFields::read_fast(r)?;
+        Some(Message {
+            id: fields.id,
+            from: UserId::from_checked(fields.from),
+            from_name: fields.from_name.to_owned(),
+            to: UserId::from_checked(fields.to),
+            key: fields.key,
+            sent_at_ms: fields.sent_at_ms,
+            text: fields.text.to_owned(),
+        })
+    }
+
+    /// Checks the message's fields against the protocol ceilings.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        check_message(&self.from_name, &self.text)
+    }
+}
+
+/// The checks of [`Message::validate`] on its two free-form fields (the ids are checked
+/// when they are read).
+fn check_message(from_name: &str, text: &str) -> Result<(), DecodeError> {
+    check_len(from_name, DISPLAY_NAME_BYTES_MAX, "display name too long")?;
+    check_len(text, TEXT_BYTES_MAX_CEILING, "text too long")
+}
+
+/// A message's fields borrowed from its encoding, ids checked: what reading a [`Message`]
+/// sees before it copies anything out. An edge passing a delivery on reads this far and
+/// no further ([`crate::forward`]).
+pub(crate) struct MessageFields<'a> {
+    pub(crate) id: MessageId,
+    pub(crate) from: &'a str,
+    pub(crate) from_name: &'a str,
+    pub(crate) to: &'a str,
+    pub(crate) key: SenderKey,
+    pub(crate) sent_at_ms: u64,
+    pub(crate) text: &'a str,
+}
+
+impl<'a> MessageFields<'a> {
+    /// Reads the fields as postcard lays them out, if every field is ordinary; `None`
+    /// otherwise (see [`Validate::decode_fast`]). Both ids are checked as [`UserId`]s.
+    #[inline]
+    pub(crate) fn read_fast(r: &mut Reader<'a>) -> Option<Self> {
         let id = MessageId(r.u64()?);
         let [from, from_name, to] = r.short_strs()?;
-        let (from, to) = (
-            UserId::from_str_checked(from).ok()?,
-            UserId::from_str_checked(to).ok()?,
-        );
-        let from_name = from_name.to_owned();
+        check_user_id(from).ok()?;
+        check_user_id(to).ok()?;
         // A struct literal naming every field: a field added to `Message` (or
         // `SenderKey`) fails the build here until it is read in its place.
         let key = SenderKey {
@@ -198,8 +238,8 @@ impl Message {
             counter: r.u64()?,
         };
         let sent_at_ms = r.u64()?;
-        let text = r.str()?.to_owned();
-        Some(Message {
+        let text = r.str()?;
+        Some(MessageFields {
             id,
             from,
             from_name,
@@ -210,13 +250,8 @@ impl Message {
         })
     }
 
-    /// Checks the message's fields against the protocol ceilings.
-    pub fn validate(&self) -> Result<(), DecodeError> {
-        check_len(
-            &self.from_name,
-            DISPLAY_NAME_BYTES_MAX,
-            "display name too long",
-        )?;
-        check_len(&self.text, TEXT_BYTES_MAX_CEILING, "text too long")
+    /// The checks of [`Message::validate`].
+    pub(crate) fn validate(&self) -> Result<(), DecodeError> {
+        check_message(self.from_name, self.text)
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::client::Message;
+use super::client::{Message, MessageFields};
 use super::{Capabilities, Validate, check_len, check_ranges};
 use crate::codec::Reader;
 use crate::error::{DecodeError, ErrorCode};
@@ -126,6 +126,58 @@ pub enum CoreFrame {
     },
 }
 
+/// A `CoreFrame::Deliver` body read in place: its sessions, and its message's fields
+/// borrowed from the body. Shared by the decoder's shortcut ([`Validate::decode_fast`])
+/// and an edge forwarding the message's bytes ([`crate::forward`]), so both read a
+/// delivery the same way.
+pub(crate) struct DeliverParts<'a> {
+    /// The first recipient session (a delivery names at least one).
+    pub(crate) first_session: SessionId,
+    /// Any further sessions; empty, and so not allocated, in the common case of one.
+    pub(crate) more_sessions: Vec<SessionId>,
+    /// The message's encoding: the rest of the body up to `remaining` bytes from its end.
+    pub(crate) message_bytes: &'a [u8],
+    /// The message's fields, read from `message_bytes`.
+    pub(crate) message: MessageFields<'a>,
+    /// Bytes of the body after the message.
+    pub(crate) remaining: usize,
+}
+
+impl<'a> DeliverParts<'a> {
+    /// Reads a `Deliver` body whose every field is ordinary and passes the frame's
+    /// validation; `None` for any other body, left to postcard and the validation to
+    /// decide (see [`Validate::decode_fast`]).
+    #[inline]
+    pub(crate) fn read_fast(body: &'a [u8]) -> Option<Self> {
+        // `Deliver` (variant 1, a one-byte varint) is nearly all the traffic.
+        let [1, rest @ ..] = body else {
+            return None;
+        };
+        let mut r = Reader::new(rest)?;
+        let count = usize::try_from(r.u64()?).ok()?;
+        if count == 0 || count > DELIVER_SESSIONS_MAX {
+            return None;
+        }
+        let first_session = SessionId(r.u64()?);
+        let mut more_sessions = Vec::new();
+        for _ in 1..count {
+            more_sessions.push(SessionId(r.u64()?));
+        }
+        let message_start = r.remaining();
+        let message = MessageFields::read_fast(&mut r)?;
+        message.validate().ok()?;
+        let remaining = r.remaining();
+        let message_bytes = &rest[rest.len() - message_start..rest.len() - remaining];
+        Some(DeliverParts {
+            first_session,
+            more_sessions,
+            message_bytes,
+            message,
+            remaining,
+        })
+    }
+}
+
 /// The core's answer to `EdgeHello`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreWelcome {
@@ -166,25 +218,21 @@ impl Validate for CoreFrame {
 
     #[inline]
     fn decode_fast(body: &[u8]) -> Option<(Self, usize)> {
-        // `Deliver` (variant 1, a one-byte varint) is nearly all the traffic.
-        match body {
-            [1, rest @ ..] => {
-                let mut r = Reader::new(rest)?;
-                let count = usize::try_from(r.u64()?).ok()?;
-                // Each id takes at least a byte: a longer list cannot be there (postcard
-                // would report it truncated), so this bounds the allocation too.
-                if count > r.remaining() {
-                    return None;
-                }
-                let mut sessions = Vec::with_capacity(count);
-                for _ in 0..count {
-                    sessions.push(SessionId(r.u64()?));
-                }
-                let message = Message::read_fast(&mut r)?;
-                Some((CoreFrame::Deliver { sessions, message }, r.remaining()))
-            }
-            _ => None,
-        }
+        let parts = DeliverParts::read_fast(body)?;
+        let f = &parts.message;
+        let message = Message {
+            id: f.id,
+            from: UserId::from_checked(f.from),
+            from_name: f.from_name.to_owned(),
+            to: UserId::from_checked(f.to),
+            key: f.key,
+            sent_at_ms: f.sent_at_ms,
+            text: f.text.to_owned(),
+        };
+        let mut sessions = Vec::with_capacity(1 + parts.more_sessions.len());
+        sessions.push(parts.first_session);
+        sessions.extend_from_slice(&parts.more_sessions);
+        Some((CoreFrame::Deliver { sessions, message }, parts.remaining))
     }
 
     fn validate(&self) -> Result<(), DecodeError> {
