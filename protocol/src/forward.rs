@@ -2,11 +2,12 @@
 //!
 //! A `CoreFrame::Deliver` is the message a client gets in `ServerFrame::Deliver`, behind
 //! the list of the edge's sessions that should get it; the message is encoded the same
-//! way in both. So the edge need not decode the message into a [`Message`](crate::Message) (an
-//! allocation per string) and encode it again for each client: [`read_core_frame`] reads
-//! the sessions and checks the message in place (every check decoding would make), then
-//! copies its bytes behind a new length prefix and variant into an
-//! [`Encoded`]`<ServerFrame>`, which every recipient session's lane writes as it is.
+//! way in both. So the edge need not decode the message into a
+//! [`Message`](crate::Message) (an allocation per string) and encode it again for each
+//! client: [`read_core_frame`] reads the sessions and checks the message in place (every
+//! check decoding would make), then copies its bytes behind a new length prefix and
+//! variant into an [`Encoded`]`<ServerFrame>`, which every recipient session's lane
+//! writes as it is.
 //!
 //! A body the in-place reader does not find ordinary (a name of 128 bytes or more, an
 //! unusual varint, any error) is decoded in full instead, so errors are always the

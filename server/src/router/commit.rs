@@ -22,13 +22,13 @@
 //! two clocks are apart: a message's delay counts from the message, never from an
 //! older acknowledgement waiting in the batch, or at a steady trickle of traffic (where
 //! acknowledgements always wait) every message would be written at once and its
-//! acknowledgement, a round trip later, would cost a second write. Nothing in it is a promise to a sender: a crash
-//! that loses it only means those messages are delivered again, and the client drops
-//! what it has already shown. Waiting lets a catching-up device's acknowledgements go in
-//! a few large commits, each a cursor pass over a long run of its log, instead of one
-//! small commit per disk turn (`cargo bench --bench store -- "drain acks"`: 10,000 ids
-//! in commits of 2,048 cost half of what they cost in commits of 256). Consecutive
-//! ranges of one device are merged as they arrive.
+//! acknowledgement, a round trip later, would cost a second write. None of these is a
+//! promise to a sender: a crash that loses them only means some messages are delivered
+//! again, and the client drops what it has already shown. Waiting lets a catching-up
+//! device's acknowledgements go in a few large commits, each a cursor pass over a long
+//! run of its log, instead of one small commit per disk turn (`cargo bench --bench store
+//! -- "drain acks"`: 10,000 ids in commits of 2,048 cost half of what they cost in
+//! commits of 256). Consecutive ranges of one device are merged as they arrive.
 //!
 //! A failed commit is merged back into the accumulating batch (it comes first, so the
 //! order of appends and acks is kept) and retried after a back-off.
