@@ -558,15 +558,14 @@ async fn read_core_stream(
     stream: &str,
 ) -> Result<(), SessionEnd> {
     loop {
-        let frame = match recv.next_body().await {
-            Ok(Some(body)) => read_core_frame(&body).map_err(transport::StreamError::from),
+        let body = match recv.next_body().await {
+            Ok(Some(body)) => body,
             Ok(None) => return Ok(()),
-            Err(e) => Err(e),
-        };
-        match frame {
-            Ok(frame) => fanout::dispatch(shared, frame)?,
             Err(e) => return Err(core_stream_error(stream, &e)),
-        }
+        };
+        let frame = read_core_frame(&body)
+            .map_err(|e| core_stream_error(stream, &transport::StreamError::from(e)))?;
+        fanout::dispatch(shared, frame)?;
     }
 }
 

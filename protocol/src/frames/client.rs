@@ -184,16 +184,7 @@ impl Message {
     /// every field is ordinary; `None` otherwise (see [`Validate::decode_fast`]).
     #[inline]
     pub(crate) fn read_fast(r: &mut Reader<'_>) -> Option<Self> {
-        let fields = MessageFields::read_fast(r)?;
-        Some(Message {
-            id: fields.id,
-            from: UserId::from_checked(fields.from),
-            from_name: fields.from_name.to_owned(),
-            to: UserId::from_checked(fields.to),
-            key: fields.key,
-            sent_at_ms: fields.sent_at_ms,
-            text: fields.text.to_owned(),
-        })
+        MessageFields::read_fast(r).map(|fields| fields.to_message())
     }
 
     /// Checks the message's fields against the protocol ceilings.
@@ -253,5 +244,18 @@ impl<'a> MessageFields<'a> {
     /// The checks of [`Message::validate`].
     pub(crate) fn validate(&self) -> Result<(), DecodeError> {
         check_message(self.from_name, self.text)
+    }
+
+    /// The message, its strings copied out.
+    pub(crate) fn to_message(&self) -> Message {
+        Message {
+            id: self.id,
+            from: UserId::from_checked(self.from),
+            from_name: self.from_name.to_owned(),
+            to: UserId::from_checked(self.to),
+            key: self.key,
+            sent_at_ms: self.sent_at_ms,
+            text: self.text.to_owned(),
+        }
     }
 }

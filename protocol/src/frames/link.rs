@@ -219,16 +219,7 @@ impl Validate for CoreFrame {
     #[inline]
     fn decode_fast(body: &[u8]) -> Option<(Self, usize)> {
         let parts = DeliverParts::read_fast(body)?;
-        let f = &parts.message;
-        let message = Message {
-            id: f.id,
-            from: UserId::from_checked(f.from),
-            from_name: f.from_name.to_owned(),
-            to: UserId::from_checked(f.to),
-            key: f.key,
-            sent_at_ms: f.sent_at_ms,
-            text: f.text.to_owned(),
-        };
+        let message = parts.message.to_message();
         let mut sessions = Vec::with_capacity(1 + parts.more_sessions.len());
         sessions.push(parts.first_session);
         sessions.extend_from_slice(&parts.more_sessions);
