@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Backoff;
 use crate::error::{ConnectError, SendError, code_is_permanent};
 use crate::events::Event;
+use crate::inbound::Arrived;
 use crate::link::{DialParams, Link};
 use crate::shared::Shared;
 
@@ -411,7 +412,8 @@ impl Driver {
     /// Writes everything the machine wants written, waiting while a queue is full: for
     /// shutdown, where the last acknowledgements matter more than latency.
     async fn flush_transmits_waiting(&mut self) {
-        let Phase::Up { link, .. } = &self.phase else {
+        // `&mut` for the same reason as in `shutdown`.
+        let Phase::Up { link, .. } = &mut self.phase else {
             return;
         };
         while let Some(transmit) = self.delivery.poll_transmit() {
@@ -434,7 +436,9 @@ impl Driver {
         }
         self.drain_events();
         self.flush_transmits_waiting().await;
-        if let Phase::Up { link, .. } = &self.phase {
+        // `&mut`: a shared borrow held across `.await` would need the link to be `Sync`,
+        // which its inbound streams (boxed, `Send` only) are not.
+        if let Phase::Up { link, .. } = &mut self.phase {
             // Closing a QUIC connection discards stream data still in flight; wait until
             // the edge has the last acknowledgements, or a message the game already
             // handled would be delivered again next time.
@@ -469,16 +473,16 @@ impl Driver {
 async fn phase_wait(phase: &mut Phase, read_lanes: bool) -> PhaseEvent {
     match phase {
         Phase::Up { link, .. } => {
-            let (mut control, mut lanes) = (Vec::new(), Vec::new());
+            let link = &mut **link;
             tokio::select! {
                 biased;
                 err = link.conn.closed() => PhaseEvent::Lost(err),
-                n = link.control_rx.recv_many(&mut control, FRAMES_PER_TURN) => {
-                    if n == 0 { PhaseEvent::Broken("control stream ended") } else { PhaseEvent::Frames(control) }
-                }
-                n = link.lane_rx.recv_many(&mut lanes, FRAMES_PER_TURN), if read_lanes => {
-                    if n == 0 { PhaseEvent::Broken("lanes ended") } else { PhaseEvent::Frames(lanes) }
-                }
+                arrived = std::future::poll_fn(|cx| {
+                    link.inbound.poll_frames(cx, read_lanes, FRAMES_PER_TURN)
+                }) => match arrived {
+                    Arrived::Frames(frames) => PhaseEvent::Frames(frames),
+                    Arrived::ControlEnded => PhaseEvent::Broken("control stream ended"),
+                },
             }
         }
         Phase::Waiting { until } => {

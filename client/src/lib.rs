@@ -126,6 +126,17 @@
 //! - Rate: the edge allows `send_per_second` with a burst; beyond, sends are `Rejected`
 //!   with `RateLimited`.
 //!
+//! # Runtime
+//!
+//! The client spawns its tasks on the tokio runtime it is connected from (one driver
+//! and one writer per client, plus quinn's connection and endpoint tasks). A message
+//! passes through several of them, and on a multi-threaded runtime each hand-off may
+//! wake another worker thread. If the game has no other use for a multi-threaded
+//! runtime, run the client on a runtime with one worker (or the current-thread
+//! scheduler on a thread of its own): measured with `quichat-load` (100 clients in one
+//! process, 5,000 msg/s), the clients' CPU per message was 86 µs on one worker against
+//! 114 µs on two.
+//!
 //! # Layout
 //!
 //! - [`config`]: [`ClientConfig`], [`Backoff`], [`load_roots`], [`device_id_from_file`].
@@ -134,6 +145,7 @@
 //! - `driver`: the task that owns the connection and the sans-IO
 //!   [`protocol::delivery::Delivery`] (outbox, acknowledgements, de-duplication).
 //! - `link`: one connection, from dial to ready.
+//! - `inbound`: the edge's streams on that connection, read by the driver itself.
 //! - [`error`]: [`ConnectError`], [`SendError`], [`Error`].
 
 pub mod config;
@@ -141,6 +153,7 @@ mod driver;
 pub mod error;
 mod events;
 mod handle;
+mod inbound;
 mod link;
 mod shared;
 

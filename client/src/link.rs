@@ -1,37 +1,25 @@
 //! [`Link`]: one connection to the edge, from dial to ready — QUIC handshake, control
-//! stream, `Hello`/`Welcome`, our lanes opened, the edge's lanes read.
-//!
-//! Reading happens in small tasks (one for the control stream, one per edge lane) that
-//! push frames into two bounded queues the driver drains: one for the control stream and
-//! one for all lanes. The driver stops draining the lane queue while the game is behind
-//! on events; the lane tasks then block, stop reading, and QUIC flow control pushes back
-//! to the edge. The control queue is always drained, so answers to sends (`Accepted`)
-//! keep flowing even then.
+//! stream, `Hello`/`Welcome`, our lanes opened, the edge's streams handed to an
+//! [`Inbound`] that the driver polls itself.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::frames::PROTOCOL_VERSION;
 use protocol::frames::client::{ClientFrame, Hello, Welcome};
-use protocol::frames::{PROTOCOL_VERSION, STREAM_KIND_LANE};
-use protocol::limits::FRAME_BYTES_MAX;
 use protocol::{DeviceId, ServerFrame};
-use tokio::sync::mpsc;
 use transport::{
-    Copier, CopyPolicy, CopyRouter, FrameSender, FramedRecv, LaneRecv, LaneSenders, StreamError,
+    Copier, CopyPolicy, CopyRouter, FrameSender, FramedRecv, LaneSenders, StreamError,
 };
 
 use crate::error::ConnectError;
+use crate::inbound::Inbound;
 
 /// Frames each of our lanes may queue before the driver waits for the stream.
 const LANE_QUEUE: usize = 64;
 /// Frames the control stream may queue before the driver waits for the stream.
 const CONTROL_QUEUE: usize = 64;
-/// Frames read from the edge's lanes, waiting for the driver. When full, lane readers
-/// stop reading (backpressure to the edge).
-const LANE_INBOUND_QUEUE: usize = 256;
-/// Frames read from the control stream, waiting for the driver (always drained).
-const CONTROL_INBOUND_QUEUE: usize = 64;
 /// Stream priorities: the control stream (acknowledgements) goes before messages.
 const CONTROL_PRIORITY: i32 = 10;
 const LANE_PRIORITY: i32 = 0;
@@ -55,8 +43,8 @@ pub(crate) struct Link {
     pub(crate) welcome: Welcome,
     pub(crate) control: FrameSender<ClientFrame>,
     pub(crate) lanes: LaneSenders<ClientFrame>,
-    pub(crate) control_rx: mpsc::Receiver<ServerFrame>,
-    pub(crate) lane_rx: mpsc::Receiver<ServerFrame>,
+    /// The edge's streams, read by the driver.
+    pub(crate) inbound: Inbound,
 }
 
 impl Link {
@@ -154,17 +142,12 @@ impl Link {
         .map_err(ConnectError::from_connection)?;
         group.spawn();
 
-        let (control_tx, control_rx) = mpsc::channel(CONTROL_INBOUND_QUEUE);
-        tokio::spawn(read_stream(conn.clone(), control_recv, control_tx));
-        let (lane_tx, lane_rx) = mpsc::channel(LANE_INBOUND_QUEUE);
-        tokio::spawn(accept_lanes(conn.clone(), lane_tx, router));
         Ok(Link {
             conn: conn.clone(),
             welcome,
             control,
             lanes,
-            control_rx,
-            lane_rx,
+            inbound: Inbound::new(conn, control_recv, router),
         })
     }
 }
@@ -176,70 +159,5 @@ fn stream_error(e: StreamError) -> ConnectError {
         ConnectError::Protocol(e.to_string())
     } else {
         ConnectError::Stream(e.to_string())
-    }
-}
-
-/// Accepts every lane the edge opens (at most `LANES_MAX` at once: the transport
-/// profile's stream limit) and reads each in its own task.
-async fn accept_lanes(
-    conn: quinn::Connection,
-    tx: mpsc::Sender<ServerFrame>,
-    router: Option<CopyRouter>,
-) {
-    while let Ok(recv) = conn.accept_uni().await {
-        let conn = conn.clone();
-        let tx = tx.clone();
-        let lane = LaneRecv::new(recv, STREAM_KIND_LANE, FRAME_BYTES_MAX, router.as_ref());
-        tokio::spawn(read_lane(conn, lane, tx));
-    }
-}
-
-/// Forwards frames from one of the edge's lanes (merged with its copies) to the driver,
-/// as [`read_stream`] does for the control stream.
-async fn read_lane(
-    conn: quinn::Connection,
-    mut lane: LaneRecv<ServerFrame>,
-    tx: mpsc::Sender<ServerFrame>,
-) {
-    loop {
-        match lane.next().await {
-            Ok(Some(frame)) => {
-                if tx.send(frame).await.is_err() {
-                    return;
-                }
-            }
-            Ok(None) => return,
-            Err(e) => return fail(&conn, &e),
-        }
-    }
-}
-
-/// Forwards frames from one stream to the driver until the stream ends, the connection
-/// fails, or the driver is gone. A malformed frame closes the connection.
-async fn read_stream(
-    conn: quinn::Connection,
-    mut framed: FramedRecv,
-    tx: mpsc::Sender<ServerFrame>,
-) {
-    loop {
-        match framed.next::<ServerFrame>().await {
-            Ok(Some(frame)) => {
-                // Waits while the driver is behind: this is the backpressure point.
-                if tx.send(frame).await.is_err() {
-                    return;
-                }
-            }
-            Ok(None) => return,
-            Err(e) => return fail(&conn, &e),
-        }
-    }
-}
-
-fn fail(conn: &quinn::Connection, e: &StreamError) {
-    if e.is_protocol_violation() {
-        tracing::warn!(error = %e, "edge broke the protocol; closing");
-        transport::close(conn, e.code(), &e.to_string());
-    } else {
-        tracing::debug!(error = %e, "stream ended");
     }
 }

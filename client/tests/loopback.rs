@@ -296,3 +296,28 @@ async fn a_game_that_stops_draining_events_loses_nothing() {
         assert_eq!(next_message(&mut bob_events).await.text, format!("m{i}"));
     }
 }
+
+#[tokio::test]
+async fn an_edge_that_breaks_the_protocol_on_a_lane_is_closed_and_the_client_carries_on() {
+    // A lane whose frame does not decode (variant 0xff) is the edge breaking the
+    // protocol: the client closes the connection with that code, reconnects, and the
+    // conversation goes on.
+    let edge = FakeEdge::start().await;
+    let (alice, _a) = connect(&edge, "alice").await;
+    let (_bob, mut bob_events) = connect(&edge, "bob").await;
+    let kind = protocol::frames::STREAM_KIND_LANE;
+    let broken = edge
+        .send_raw_lane("bob", &[kind, 5, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await;
+    let closed = tokio::time::timeout(EVENT_WAIT, broken.closed())
+        .await
+        .expect("the client closes the connection");
+    let (code, reason) = transport::close_code(&closed).expect("closed with a code");
+    assert_eq!(code, ErrorCode::ProtocolViolation, "{reason}");
+
+    // bob is told, is back on a new connection, and a message sent now reaches him.
+    while !matches!(next(&mut bob_events).await, Event::Disconnected { .. }) {}
+    while !matches!(next(&mut bob_events).await, Event::Connected { .. }) {}
+    alice.send(&user("bob"), "still here?").await.unwrap();
+    assert_eq!(next_message(&mut bob_events).await.text, "still here?");
+}

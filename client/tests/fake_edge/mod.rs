@@ -106,6 +106,18 @@ impl FakeEdge {
         transport::close(&session.conn, code, "kicked by the test");
     }
 
+    /// Opens a new lane to `user`'s connection and writes `bytes` on it as they are (a
+    /// broken edge); returns that connection, to watch how it ends.
+    pub async fn send_raw_lane(&self, user: &str, bytes: &[u8]) -> quinn::Connection {
+        let conn = {
+            let state = self.state.lock().unwrap();
+            state.sessions[&UserId::new(user).unwrap()].conn.clone()
+        };
+        let mut lane = conn.open_uni().await.unwrap();
+        lane.write_all(bytes).await.unwrap();
+        conn
+    }
+
     /// Texts of every `Send` received from `user`, in arrival order (re-sends included).
     pub fn received_from(&self, user: &str) -> Vec<String> {
         let user = UserId::new(user).unwrap();
