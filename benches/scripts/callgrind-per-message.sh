@@ -6,13 +6,13 @@
 # shutdown, leaving the cost of the extra messages (and of the extra idle seconds, which
 # at this rate are a small share).
 #
-#   cargo build --release -p quichat -p benches
+#   cargo build --profile production -p quichat -p benches --features quichat/jemalloc
 #   benches/scripts/callgrind-per-message.sh            # quichat dev and mosquitto (TLS)
 #
 # Needs valgrind and (for the peer) mosquitto. Takes about two minutes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=${BIN:-$root/target/release}
+bin=${BIN:-$root/target/production}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 short=5

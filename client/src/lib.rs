@@ -137,6 +137,11 @@
 //! process, 5,000 msg/s), the clients' CPU per message was 86 µs on one worker against
 //! 114 µs on two.
 //!
+//! Most of a message's path through the client is quinn's, rustls' and tokio's code. A
+//! game built with link-time optimisation (`lto = "fat"` or `"thin"` and
+//! `codegen-units = 1` in its release profile) lets the compiler inline across those
+//! crates: the same benchmark's clients used 6–16 % less CPU per message.
+//!
 //! # Layout
 //!
 //! - [`config`]: [`ClientConfig`], [`Backoff`], [`load_roots`], [`device_id_from_file`].
