@@ -61,12 +61,11 @@ impl Edge {
             .ok_or_else(|| EdgeError::Config("send_per_second must be at least 1".into()))?;
         let burst = NonZeroU32::new(config.send_burst)
             .ok_or_else(|| EdgeError::Config("send_burst must be at least 1".into()))?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            EdgeError::Bind {
+        let endpoint = transport::endpoint::server_endpoint(Some(server_config), config.listen)
+            .map_err(|source| EdgeError::Bind {
                 addr: config.listen,
                 source,
-            }
-        })?;
+            })?;
         let local_addr = endpoint.local_addr().map_err(|source| EdgeError::Bind {
             addr: config.listen,
             source,

@@ -364,7 +364,7 @@ async fn connect(params: &LinkParams) -> Result<Connected, LinkError> {
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(LinkError::Bind)?;
+    let mut endpoint = transport::endpoint::server_endpoint(None, bind).map_err(LinkError::Bind)?;
     endpoint.set_default_client_config(params.client_config.clone());
     let handshake = async {
         let conn = endpoint.connect(addr, params.core.server_name())?.await?;

@@ -99,12 +99,11 @@ impl Core {
         reserve_first_ids(&mut router, &mut writer).await?;
         let counters = router.counters();
 
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            CoreError::Bind {
+        let endpoint = transport::endpoint::server_endpoint(Some(server_config), config.listen)
+            .map_err(|source| CoreError::Bind {
                 addr: config.listen,
                 source,
-            }
-        })?;
+            })?;
         let local_addr = endpoint.local_addr()?;
 
         // Bounded: readers wait when the router is behind (see `CoreConfig::router_queue`).
