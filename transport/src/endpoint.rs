@@ -14,10 +14,10 @@
 //! Every endpoint here also asks the kernel for a large UDP receive buffer
 //! ([`CLIENT_RECV_BUFFER_BYTES`], [`SERVER_RECV_BUFFER_BYTES`]). With the default (208 KiB
 //! on Linux, about 90 full datagrams) a burst that the peer's flow control allows, such as
-//! the replay of a player's backlog, overflowed it: an offline drain of 10,000 messages
-//! lost 10–112 datagrams on loopback, each costing a retransmission and a halved
-//! congestion window. The kernel charges the buffer only while datagrams wait in it, so
-//! an idle socket costs nothing more.
+//! the replay of a player's backlog, overflowed it: offline drains of 10,000 messages
+//! lost up to 139 datagrams each on loopback, every one resent, and each loss episode
+//! halves the sender's congestion window. The kernel charges the buffer only while
+//! datagrams wait in it, so an idle socket costs nothing more.
 
 use std::fmt;
 use std::io::{self, IoSliceMut};

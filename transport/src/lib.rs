@@ -20,7 +20,9 @@
 //!   [`WriterGroup`]), [`CopyRouter`] and [`LaneRecv`] (receiving: a lane merged with its
 //!   copies), [`CopyPolicy`].
 //! - [`endpoint`]: [`endpoint::client_endpoint`], a client endpoint without quinn's 3 MB
-//!   receive buffer (UDP GRO off: one datagram per buffer).
+//!   receive buffer (UDP GRO off: one datagram per buffer), and
+//!   [`endpoint::server_endpoint`] for edges and cores; both ask the kernel for large UDP
+//!   receive buffers.
 //! - [`deadline`]: [`deadline::Deadline`], the short waits of the writers' hold-back and
 //!   the copy delay, on the runtime's timer.
 //! - `queue`: the bounded queue between a stream's senders and its writer task (smaller
