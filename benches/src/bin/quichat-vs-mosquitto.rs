@@ -31,7 +31,7 @@ use benches::load::server::Target;
 use benches::load::sweep::{Sweep, SweepPlan};
 use benches::mqtt::client::INFLIGHT_DEFAULT;
 use benches::mqtt::quichat_side::{self, QuichatBinaries};
-use benches::mqtt::report::{self, DrainRatios, OnlineRatios};
+use benches::mqtt::report::{self, DrainRatios, DrainSpeedups, OnlineRatios};
 use benches::mqtt::{
     BrokerOptions, DURABILITY_NOTE, DrainSummary, Mosquitto, MqttTransport, Row, drain, load,
 };
@@ -80,6 +80,11 @@ struct Args {
     /// drain is one client catching up, and runs the server as an operator would.
     #[arg(long, value_name = "N")]
     drain_threads: Option<NonZeroUsize>,
+    /// Rounds of the drain: each round drains every system once, in turn, each on a fresh
+    /// server, and the summary gives quichat's median speed-up over the rounds. Several
+    /// rounds in one run tell the systems apart from this machine's slow and fast spells.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::MIN)]
+    drain_runs: NonZeroUsize,
     /// Small versions of every mode (seconds); exit non-zero on any loss. Overrides the
     /// load flags.
     #[arg(long)]
@@ -577,23 +582,31 @@ async fn sweep(ctx: &Context) -> Result<(Value, Vec<String>)> {
 /// The offline drain for every system, and quichat's speed-up over each mosquitto.
 async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
     let mut runs = Vec::new();
+    let mut ratios: Vec<DrainRatios> = Vec::new();
     let mut unclean = Vec::new();
-    for &system in &ctx.args.systems {
-        let run = ctx.drain(system, messages).await?;
-        if !run.is_clean() {
-            unclean.push(format!("{} drain", run.system));
+    for round in 1..=ctx.args.drain_runs.get() {
+        let round = u32::try_from(round).unwrap_or(u32::MAX);
+        let mut this_round = Vec::new();
+        for &system in &ctx.args.systems {
+            let mut run = ctx.drain(system, messages).await?;
+            run.round = round;
+            if !run.is_clean() {
+                unclean.push(format!("{} drain (round {round})", run.system));
+            }
+            this_round.push(run);
         }
-        runs.push(run);
+        if let Some(q) = this_round.iter().find(|r| r.system == "quichat") {
+            ratios.extend(
+                this_round
+                    .iter()
+                    .filter(|r| r.system != "quichat")
+                    .map(|m| DrainRatios::of(q, m)),
+            );
+        }
+        runs.extend(this_round);
     }
-    let ratios: Vec<DrainRatios> = match runs.iter().find(|r| r.system == "quichat") {
-        Some(q) => runs
-            .iter()
-            .filter(|r| r.system != "quichat")
-            .map(|m| DrainRatios::of(q, m))
-            .collect(),
-        None => Vec::new(),
-    };
-    eprint!("\n{}\n", report::drain_table(&runs, &ratios));
+    let speedups = DrainSpeedups::of(&ratios);
+    eprint!("\n{}\n", report::drain_table(&runs, &ratios, &speedups));
     let setup = "quichat: the recipient connected once before (its device is known, so each \
                  message is committed to disk before Accepted), then went offline; mosquitto: \
                  a persistent session (clean_session false) subscribed at QoS 1, then \
@@ -608,6 +621,7 @@ async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
             "quichat_threads": threads,
             "runs": runs,
             "ratios": ratios,
+            "speedups": speedups,
         }),
         unclean,
     ))

@@ -321,7 +321,12 @@ async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<Drain
             }
             last_seq = Some(header.seq);
             summary.received += 1;
-            last_message_at = Instant::now();
+            let now = Instant::now();
+            if summary.received > 1 {
+                let gap = now.duration_since(last_message_at).as_secs_f64() * 1e3;
+                summary.max_gap_ms = summary.max_gap_ms.max(gap);
+            }
+            last_message_at = now;
             if summary.received == 1 {
                 summary.first_ms = last_message_at.duration_since(started).as_secs_f64() * 1e3;
             }

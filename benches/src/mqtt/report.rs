@@ -54,6 +54,8 @@ impl OnlineRatios {
 pub struct DrainRatios {
     /// The mosquitto variant.
     pub versus: String,
+    /// The round of `--drain-runs` both drains belong to.
+    pub round: u32,
     /// Drain time, quichat/mosquitto (below 1: quichat drains faster).
     pub time_quichat_over_mosquitto: Option<f64>,
     /// How many times faster quichat drains: mosquitto's time / quichat's.
@@ -65,9 +67,62 @@ impl DrainRatios {
     pub fn of(quichat: &DrainSummary, mosquitto: &DrainSummary) -> Self {
         Self {
             versus: mosquitto.system.clone(),
+            round: quichat.round,
             time_quichat_over_mosquitto: ratio(Some(quichat.drain_ms), Some(mosquitto.drain_ms)),
             speedup: ratio(Some(mosquitto.drain_ms), Some(quichat.drain_ms)),
         }
+    }
+}
+
+/// quichat's drain speed-up over one mosquitto variant across the rounds of one run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DrainSpeedups {
+    /// The mosquitto variant.
+    pub versus: String,
+    /// Rounds with both drains measured.
+    pub rounds: usize,
+    /// The median round's speed-up (the mean of the middle two for an even count).
+    pub median: Option<f64>,
+    /// The slowest round's speed-up.
+    pub min: Option<f64>,
+    /// The fastest round's speed-up.
+    pub max: Option<f64>,
+}
+
+impl DrainSpeedups {
+    /// The speed-ups of `ratios`, one summary per mosquitto variant, in order of first
+    /// appearance.
+    pub fn of(ratios: &[DrainRatios]) -> Vec<Self> {
+        let mut versus: Vec<&str> = Vec::new();
+        for r in ratios {
+            if !versus.contains(&r.versus.as_str()) {
+                versus.push(&r.versus);
+            }
+        }
+        versus
+            .into_iter()
+            .map(|name| {
+                let mut speedups: Vec<f64> = ratios
+                    .iter()
+                    .filter(|r| r.versus == name)
+                    .filter_map(|r| r.speedup)
+                    .collect();
+                speedups.sort_by(f64::total_cmp);
+                let n = speedups.len();
+                let median = match n {
+                    0 => None,
+                    _ if n % 2 == 1 => Some(speedups[n / 2]),
+                    _ => Some((speedups[n / 2 - 1] + speedups[n / 2]) / 2.0),
+                };
+                Self {
+                    versus: name.to_string(),
+                    rounds: n,
+                    median,
+                    min: speedups.first().copied(),
+                    max: speedups.last().copied(),
+                }
+            })
+            .collect()
     }
 }
 
@@ -164,17 +219,23 @@ pub fn sweep_table(
 }
 
 /// The table of the offline drain.
-pub fn drain_table(runs: &[DrainSummary], ratios: &[DrainRatios]) -> String {
+pub fn drain_table(
+    runs: &[DrainSummary],
+    ratios: &[DrainRatios],
+    speedups: &[DrainSpeedups],
+) -> String {
     let mut out = String::new();
     let messages = runs.first().map_or(0, |r| r.messages);
     let _ = writeln!(out, "offline drain of {messages} messages");
     let _ = writeln!(
         out,
-        "{:<14} {:>10} {:>9} {:>10} {:>10} {:>9} {:>4} {:>4} {:>12} {:>12}",
+        "{:>5} {:<14} {:>10} {:>9} {:>10} {:>11} {:>10} {:>9} {:>4} {:>4} {:>12} {:>12}",
+        "round",
         "system",
         "connect ms",
         "first ms",
         "drain ms",
+        "max gap ms",
         "msg/s",
         "received",
         "dup",
@@ -185,11 +246,13 @@ pub fn drain_table(runs: &[DrainSummary], ratios: &[DrainRatios]) -> String {
     for r in runs {
         let _ = writeln!(
             out,
-            "{:<14} {:>10.1} {:>9.1} {:>10.1} {:>10.0} {:>9} {:>4} {:>4} {:>12} {:>12}",
+            "{:>5} {:<14} {:>10.1} {:>9.1} {:>10.1} {:>11.1} {:>10.0} {:>9} {:>4} {:>4} {:>12} {:>12}",
+            r.round,
             r.system,
             r.connect_ms,
             r.first_ms,
             r.drain_ms,
+            r.max_gap_ms,
             r.msgs_per_sec,
             r.received,
             r.duplicates,
@@ -201,10 +264,23 @@ pub fn drain_table(runs: &[DrainSummary], ratios: &[DrainRatios]) -> String {
     for q in ratios {
         let _ = writeln!(
             out,
-            "quichat vs {}: {} faster (time ratio quichat/mosquitto {})",
+            "round {}, quichat vs {}: {} faster (time ratio quichat/mosquitto {})",
+            q.round,
             q.versus,
             times(q.speedup),
             num(q.time_quichat_over_mosquitto, 3)
+        );
+    }
+    // One round has nothing to summarise beyond its own line.
+    for s in speedups.iter().filter(|s| s.rounds > 1) {
+        let _ = writeln!(
+            out,
+            "quichat vs {} over {} rounds: median {} faster (slowest round {}, fastest {})",
+            s.versus,
+            s.rounds,
+            times(s.median),
+            times(s.min),
+            times(s.max)
         );
     }
     let _ = writeln!(out, "note: {DURABILITY_NOTE}");
@@ -224,6 +300,34 @@ mod tests {
     }
 
     #[test]
+    fn drain_speedups_take_the_median_round_per_mosquitto_variant() {
+        let round = |versus: &str, round: u32, speedup: Option<f64>| DrainRatios {
+            versus: versus.into(),
+            round,
+            time_quichat_over_mosquitto: speedup.map(|s| 1.0 / s),
+            speedup,
+        };
+        let ratios = [
+            round("mosquitto-tls", 1, Some(2.5)),
+            round("mosquitto-tcp", 1, Some(1.5)),
+            round("mosquitto-tls", 2, Some(1.9)),
+            round("mosquitto-tcp", 2, None),
+            round("mosquitto-tls", 3, Some(2.1)),
+            round("mosquitto-tls", 4, Some(3.0)),
+        ];
+        let s = DrainSpeedups::of(&ratios);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].versus, "mosquitto-tls");
+        assert_eq!(s[0].rounds, 4);
+        // Even count: the mean of the middle two (2.1 and 2.5).
+        assert!((s[0].median.unwrap() - 2.3).abs() < 1e-9);
+        assert_eq!((s[0].min, s[0].max), (Some(1.9), Some(3.0)));
+        // A round without a figure does not count.
+        assert_eq!((s[1].rounds, s[1].median), (1, Some(1.5)));
+        assert!(DrainSpeedups::of(&[]).is_empty());
+    }
+
+    #[test]
     fn drain_speedup_is_mosquittos_time_over_quichats() {
         let quichat = DrainSummary {
             system: "quichat".into(),
@@ -239,7 +343,16 @@ mod tests {
         // "At least 2x faster" reads as speedup >= 2.
         assert_eq!(r.speedup, Some(2.5));
         assert_eq!(r.time_quichat_over_mosquitto, Some(0.4));
-        assert!(drain_table(&[quichat, mosquitto], &[r]).contains("2.50x faster"));
+        let one_round = drain_table(
+            &[quichat, mosquitto],
+            std::slice::from_ref(&r),
+            &DrainSpeedups::of(&[r]),
+        );
+        assert!(one_round.contains("2.50x faster"));
+        assert!(
+            !one_round.contains("median"),
+            "one round has no summary line"
+        );
     }
 
     #[test]

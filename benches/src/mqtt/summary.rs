@@ -123,6 +123,8 @@ impl Row {
 pub struct DrainSummary {
     /// `quichat`, `mosquitto-tls` or `mosquitto-tcp`.
     pub system: String,
+    /// Which round of `--drain-runs` this was (1 for the first).
+    pub round: u32,
     /// Messages queued.
     pub messages: u64,
     /// Seconds the sender took to have them all accepted (not part of the drain).
@@ -136,6 +138,9 @@ pub struct DrainSummary {
     /// From the recipient's reconnect to the last message received, ms: the figure
     /// compared. (When messages are missing, to the last one that came.)
     pub drain_ms: f64,
+    /// The longest wait between two consecutive messages, ms: a drain that stalls (both
+    /// sides idle while messages are owed) shows it here rather than only in its total.
+    pub max_gap_ms: f64,
     /// Messages received per second of `drain_ms`.
     pub msgs_per_sec: f64,
     /// Distinct messages received.

@@ -158,7 +158,9 @@ pub struct RouterConfig {
     /// Lane slots kept free for live traffic: a replay page is only sent if every lane of
     /// the edge has room for the page plus this.
     pub replay_headroom: usize,
-    /// Most replay pages per [`Router::pump_replay`] call, so one call stays short.
+    /// Most replay pages sent per [`Router::pump_replay`] call, so one call stays short.
+    /// The driver hands each call's frames to the link writers before the next, so a
+    /// small budget also lets the first page leave while later ones are read.
     pub replay_pages_per_pump: usize,
     /// Most replayed messages a session may have unacknowledged. Replay waits for acks
     /// beyond it: a device catching up on a large backlog receives it as fast as it
@@ -203,7 +205,12 @@ impl Default for RouterConfig {
             id_block: 65_536,
             replay_page: 256,
             replay_headroom: 256,
-            replay_pages_per_pump: 16,
+            // One page (about 0.2 ms of reading and encoding): the router goes back to
+            // its inputs between pages, so a device catching up on thousands of messages
+            // holds no one else's live traffic for long, and its own first messages leave
+            // before the rest are read. 16 pages made a step of about 3 ms and put the
+            // first message 3-8 ms after `Welcome` (docs/ARCHITECTURE.md).
+            replay_pages_per_pump: 1,
             replay_window: 4096,
             expire_interval: Duration::from_secs(30),
             pending_max: 200_000,

@@ -24,6 +24,10 @@ use super::sessions::{Delivery, SessionKey};
 use super::{Channel, EdgeId, Now, Router};
 use crate::store::StoreError;
 
+/// Store pages a pump may read per page it may send: pages whose every message was
+/// acknowledged since (the acknowledgements not on disk yet) are read but send nothing.
+const SKIPPED_READS_PER_PAGE: usize = 8;
+
 /// What a replaying session needs after one step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
@@ -44,7 +48,15 @@ impl Router {
         let mut blocked: HashSet<EdgeId> = HashSet::new();
         let mut deferred = Vec::new();
         let mut pages = 0;
-        while pages < self.config.replay_pages_per_pump {
+        // Pages that held only messages acknowledged since (not yet on disk) send nothing
+        // and do not count against the budget, or a replay could wait a tick per such
+        // page for a wake-up that no written frame will bring; they are bounded apart.
+        let mut reads = 0;
+        let reads_max = self
+            .config
+            .replay_pages_per_pump
+            .saturating_mul(SKIPPED_READS_PER_PAGE);
+        while pages < self.config.replay_pages_per_pump && reads < reads_max {
             let Some(key) = self.replay_queue.pop_front() else {
                 break;
             };
@@ -68,9 +80,12 @@ impl Router {
                 deferred.push(key);
                 continue;
             }
-            pages += 1;
+            reads += 1;
             match self.replay_step(now, key) {
                 Ok((sent, step)) => {
+                    if sent > 0 {
+                        pages += 1;
+                    }
                     left.insert(key.edge, room_left.saturating_sub(sent));
                     match step {
                         // Live, or waiting for acks (an ack re-queues it): out of the queue.
