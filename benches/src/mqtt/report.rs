@@ -346,7 +346,7 @@ mod tests {
         let one_round = drain_table(
             &[quichat, mosquitto],
             std::slice::from_ref(&r),
-            &DrainSpeedups::of(&[r]),
+            &DrainSpeedups::of(std::slice::from_ref(&r)),
         );
         assert!(one_round.contains("2.50x faster"));
         assert!(
