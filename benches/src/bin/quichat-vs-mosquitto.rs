@@ -9,15 +9,16 @@
 //! - `--drain N`: N messages queued for an offline recipient, then the time until it has
 //!   them all after reconnecting. The quichat server runs with its default runtime
 //!   threads (one per core) here, unlike the load modes, which give it one (see
-//!   `--drain-threads`).
+//!   `--drain-threads`). `--drain-runs R` repeats the round of systems R times and
+//!   gives quichat's median speed-up.
 //! - `--smoke`: small versions of all three, exiting non-zero on any loss.
 //!
 //! JSON summary on stdout, tables on stderr. The pieces live in `benches::mqtt`; this
 //! file is the command line. See `docs/bench/mosquitto.md`.
 //!
 //! ```text
-//! cargo build --release -p quichat -p benches --features quichat/jemalloc
-//! target/release/quichat-vs-mosquitto --rate 5000 --sweep --drain 10000
+//! cargo build --profile production -p quichat -p benches --features quichat/jemalloc
+//! target/production/quichat-vs-mosquitto --rate 5000 --sweep --drain 10000 --drain-runs 6
 //! ```
 
 use std::num::NonZeroUsize;
@@ -53,6 +54,7 @@ use serde_json::{Value, json};
 ///   --rate R     one comparison at R msg/s: table and ratios quichat/mosquitto
 ///   --sweep      highest rate with p99 <= --p99-target-ms and nothing lost, per system
 ///   --drain N    time for a reconnecting recipient to receive N queued messages
+///                (--drain-runs R: R rounds, and the median speed-up)
 ///   --smoke      5 pairs, 2 s, a one-step sweep, drain 500; exit non-zero on any loss
 ///
 /// Needs `quichat` and `quichat-load` next to this executable
