@@ -159,12 +159,20 @@ impl Harness {
     }
 
     fn attach(&mut self, edge: EdgeId, session: SessionId, name: &str, device: u64) {
-        let attach = Attach {
-            session,
-            user: user(name),
-            device: DeviceId(device),
-        };
-        self.frame(edge, EdgeFrame::Attach(attach));
+        self.frame(edge, attach_frame(session, name, device));
+    }
+
+    /// Attaches without playing the driver: the test pumps replay itself.
+    fn attach_unpumped(&mut self, edge: EdgeId, session: SessionId, name: &str, device: u64) {
+        let frame = attach_frame(session, name, device);
+        self.router.handle_edge_frame(self.now, edge, frame);
+        self.drain_outputs();
+    }
+
+    /// One pump of replay with room for everything, as the driver does after an input.
+    fn pump_once(&mut self) {
+        self.router.pump_replay(self.now, &mut |_edge| usize::MAX);
+        self.drain_outputs();
     }
 
     /// Submits a message from `from` (at ALICE_EDGE/ALICE) and returns its key.
@@ -310,6 +318,14 @@ impl Harness {
             .unwrap();
         stored.iter().map(|s| s.message.id.0).collect()
     }
+}
+
+fn attach_frame(session: SessionId, name: &str, device: u64) -> EdgeFrame {
+    EdgeFrame::Attach(Attach {
+        session,
+        user: user(name),
+        device: DeviceId(device),
+    })
 }
 
 fn deliveries_to(log: &[(Channel, CoreFrame)], session: SessionId) -> Vec<Message> {
@@ -1113,19 +1129,8 @@ fn a_replay_pump_sends_one_page_then_lets_the_driver_go_on() {
     for i in 0..5 {
         h.submit("alice", "bob", &format!("m{i}"));
     }
-    h.router.handle_edge_frame(
-        h.now,
-        BOB_EDGE,
-        EdgeFrame::Attach(Attach {
-            session: BOB,
-            user: user("bob"),
-            device: DeviceId(1),
-        }),
-    );
-    h.drain_outputs();
-    let room = &mut |_edge: EdgeId| 1024;
-    h.router.pump_replay(h.now, room);
-    h.drain_outputs();
+    h.attach_unpumped(BOB_EDGE, BOB, "bob", 1);
+    h.pump_once();
     assert_eq!(texts(&h.delivered(BOB_EDGE, BOB)), vec!["m0", "m1"]);
     assert!(
         h.router.replay_waiting(),
@@ -1158,18 +1163,8 @@ fn a_replay_page_of_messages_acknowledged_since_does_not_use_up_the_pump() {
     assert_eq!(h.stored("bob", 1).len(), 4, "on disk, unacknowledged");
     h.ack(BOB_EDGE, BOB, &[got[0].id, got[1].id]);
     h.frame(BOB_EDGE, EdgeFrame::Detach { session: BOB });
-    h.router.handle_edge_frame(
-        h.now,
-        BOB_EDGE,
-        EdgeFrame::Attach(Attach {
-            session: SessionId(201),
-            user: user("bob"),
-            device: DeviceId(1),
-        }),
-    );
-    h.drain_outputs();
-    h.router.pump_replay(h.now, &mut |_edge: EdgeId| 1024);
-    h.drain_outputs();
+    h.attach_unpumped(BOB_EDGE, SessionId(201), "bob", 1);
+    h.pump_once();
     assert_eq!(
         texts(&h.delivered(BOB_EDGE, SessionId(201))),
         vec!["unseen 1", "unseen 2"]
