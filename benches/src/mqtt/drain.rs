@@ -11,10 +11,9 @@ use tokio::time::Instant;
 use super::DRAIN_IDLE_TIMEOUT;
 use super::broker::{Mosquitto, MqttTransport};
 use super::client::Endpoint;
-use super::summary::DrainSummary;
+use super::summary::{DrainSummary, DrainTally};
 use crate::load::cpu::{CpuMeter, Process};
 use crate::load::message::Header;
-use crate::load::tally::SeqSet;
 
 /// Bound on each phase (subscribe, queue, drain), so a broken broker cannot hang a run.
 pub const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -94,9 +93,7 @@ pub async fn run(
         queue_secs,
         ..DrainSummary::default()
     };
-    let mut seen = SeqSet::new();
-    let mut last_seq = None;
-    let mut last_message_at = started;
+    let mut tally = DrainTally::new(started.into_std());
     timed("draining", async {
         while summary.received < messages {
             // Cancelling a poll mid-way is harmless here: the client is abandoned after.
@@ -117,25 +114,7 @@ pub async fn run(
                     else {
                         continue;
                     };
-                    if !seen.insert(stamp.seq) {
-                        summary.duplicates += 1;
-                        continue;
-                    }
-                    if last_seq.is_some_and(|last| stamp.seq < last) {
-                        summary.out_of_order += 1;
-                    }
-                    last_seq = Some(stamp.seq);
-                    summary.received += 1;
-                    let now = Instant::now();
-                    if summary.received > 1 {
-                        let gap = now.duration_since(last_message_at).as_secs_f64() * 1e3;
-                        summary.max_gap_ms = summary.max_gap_ms.max(gap);
-                    }
-                    last_message_at = now;
-                    if summary.received == 1 {
-                        summary.first_ms =
-                            last_message_at.duration_since(started).as_secs_f64() * 1e3;
-                    }
+                    tally.message(stamp.seq, &mut summary);
                 }
                 _ => {}
             }
@@ -143,11 +122,10 @@ pub async fn run(
         Ok(())
     })
     .await?;
-    summary.drain_ms = last_message_at.duration_since(started).as_secs_f64() * 1e3;
+    tally.finish(&mut summary);
     let cpu = meter.sample()?.since(&cpu_before);
     summary.server_cpu_ms = Some(cpu.server.as_secs_f64() * 1e3);
     summary.client_cpu_ms = Some(cpu.load_generator.as_secs_f64() * 1e3);
-    summary.msgs_per_sec = summary.received as f64 / (summary.drain_ms / 1e3).max(1e-9);
     // Best effort: the figures are taken; a slow goodbye changes nothing.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         client.disconnect().await?;

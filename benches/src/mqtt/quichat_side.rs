@@ -18,13 +18,12 @@ use tokio::process::Command;
 use tokio::task::JoinSet;
 
 use super::DRAIN_IDLE_TIMEOUT;
-use super::summary::{DrainSummary, Row};
+use super::summary::{DrainSummary, DrainTally, Row};
 use crate::load::cpu::CpuMeter;
 use crate::load::message::Header;
 use crate::load::run::RunOptions;
 use crate::load::server::{DevProcess, Running, Target};
 use crate::load::sweep::SweepPlan;
-use crate::load::tally::SeqSet;
 
 /// Bound on each drain phase, so a broken server cannot hang a run.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -295,9 +294,7 @@ async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<Drain
         connect_ms: started.elapsed().as_secs_f64() * 1e3,
         ..DrainSummary::default()
     };
-    let mut seen = SeqSet::new();
-    let mut last_seq = None;
-    let mut last_message_at = started;
+    let mut tally = DrainTally::new(started);
     timed("draining", async {
         while summary.received < messages {
             let Ok(event) = tokio::time::timeout(DRAIN_IDLE_TIMEOUT, events.next()).await else {
@@ -312,33 +309,15 @@ async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<Drain
             let Some(header) = Header::decode(&message.text) else {
                 continue;
             };
-            if !seen.insert(header.seq) {
-                summary.duplicates += 1;
-                continue;
-            }
-            if last_seq.is_some_and(|last| header.seq < last) {
-                summary.out_of_order += 1;
-            }
-            last_seq = Some(header.seq);
-            summary.received += 1;
-            let now = Instant::now();
-            if summary.received > 1 {
-                let gap = now.duration_since(last_message_at).as_secs_f64() * 1e3;
-                summary.max_gap_ms = summary.max_gap_ms.max(gap);
-            }
-            last_message_at = now;
-            if summary.received == 1 {
-                summary.first_ms = last_message_at.duration_since(started).as_secs_f64() * 1e3;
-            }
+            tally.message(header.seq, &mut summary);
         }
         Ok(())
     })
     .await?;
-    summary.drain_ms = last_message_at.duration_since(started).as_secs_f64() * 1e3;
+    tally.finish(&mut summary);
     let cpu = meter.sample()?.since(&cpu_before);
     summary.server_cpu_ms = Some(cpu.server.as_secs_f64() * 1e3);
     summary.client_cpu_ms = Some(cpu.load_generator.as_secs_f64() * 1e3);
-    summary.msgs_per_sec = summary.received as f64 / (summary.drain_ms / 1e3).max(1e-9);
     // Let the last acknowledgements go out (bounded); the figures are already taken.
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
     Ok(summary)

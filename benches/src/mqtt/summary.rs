@@ -6,9 +6,13 @@
 //! needs from that JSON, so both sides go through one parser with the same field names.
 //! [`DrainSummary`] is the offline drain.
 
+use std::time::Instant;
+
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::load::tally::SeqSet;
 
 /// Latency percentiles, µs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -138,8 +142,9 @@ pub struct DrainSummary {
     /// From the recipient's reconnect to the last message received, ms: the figure
     /// compared. (When messages are missing, to the last one that came.)
     pub drain_ms: f64,
-    /// The longest wait between two consecutive messages, ms: a drain that stalls (both
-    /// sides idle while messages are owed) shows it here rather than only in its total.
+    /// The longest wait between two consecutive messages, ms: a drain that stalls, or
+    /// whose client waits while the server holds the cores, shows it here rather than
+    /// only in its total.
     pub max_gap_ms: f64,
     /// Messages received per second of `drain_ms`.
     pub msgs_per_sec: f64,
@@ -173,10 +178,76 @@ impl DrainSummary {
     }
 }
 
+/// What both drains (quichat's and mosquitto's) do with each message that arrives: count
+/// it once, note whether it came out of order, and time it from the reconnect.
+pub(crate) struct DrainTally {
+    started: Instant,
+    last_at: Instant,
+    seen: SeqSet,
+    last_seq: Option<u64>,
+}
+
+impl DrainTally {
+    /// A tally whose clock started at the reconnect, `started`.
+    pub(crate) fn new(started: Instant) -> Self {
+        Self {
+            started,
+            last_at: started,
+            seen: SeqSet::new(),
+            last_seq: None,
+        }
+    }
+
+    /// The message numbered `seq` arrived just now.
+    pub(crate) fn message(&mut self, seq: u64, summary: &mut DrainSummary) {
+        if !self.seen.insert(seq) {
+            summary.duplicates += 1;
+            return;
+        }
+        if self.last_seq.is_some_and(|last| seq < last) {
+            summary.out_of_order += 1;
+        }
+        self.last_seq = Some(seq);
+        summary.received += 1;
+        let now = Instant::now();
+        if summary.received == 1 {
+            summary.first_ms = ms(now.duration_since(self.started));
+        } else {
+            summary.max_gap_ms = summary.max_gap_ms.max(ms(now.duration_since(self.last_at)));
+        }
+        self.last_at = now;
+    }
+
+    /// Sets the drain's time (to the last message that came) and its rate.
+    pub(crate) fn finish(&self, summary: &mut DrainSummary) {
+        summary.drain_ms = ms(self.last_at.duration_since(self.started));
+        summary.msgs_per_sec = summary.received as f64 / (summary.drain_ms / 1e3).max(1e-9);
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::load::summary::{CpuSummary, Percentiles, Summary};
+
+    #[test]
+    fn the_drain_tally_counts_each_message_once_and_notes_disorder() {
+        let mut summary = DrainSummary::default();
+        let mut tally = DrainTally::new(Instant::now());
+        for seq in [0, 1, 1, 3, 2] {
+            tally.message(seq, &mut summary);
+        }
+        tally.finish(&mut summary);
+        assert_eq!(summary.received, 4);
+        assert_eq!(summary.duplicates, 1);
+        assert_eq!(summary.out_of_order, 1, "2 after 3");
+        assert!(summary.first_ms <= summary.drain_ms);
+        assert!(summary.max_gap_ms <= summary.drain_ms);
+    }
 
     fn summary() -> Summary {
         Summary {
