@@ -5,12 +5,19 @@
 //! `store drain acks` times what an offline drain leaves the writer: one recipient's
 //! 10,000 stored messages acknowledged in order, a contiguous range per commit (the
 //! appends that queued them are set-up, not timed).
+//!
+//! `store replay page` times what the core does per replay page of a drain: read 256 of
+//! a recipient's stored messages and turn each into a `Deliver` frame's bytes, either by
+//! decoding the record and encoding the frame (`decode+encode`) or by splicing the
+//! stored message's bytes behind the frame's header (`stored bytes`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use protocol::{DeviceId, IdRange, Message, MessageId, SenderKey, UserId};
+use protocol::codec;
+use protocol::{CoreFrame, DeviceId, IdRange, Message, MessageId, SenderKey, SessionId, UserId};
 use server::store::redb_store::RedbStore;
 use server::store::{AckOp, LogStore, StoreConfig, StoredMessage, WriteBatch};
 
@@ -166,5 +173,67 @@ fn bench_drain_acks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_drain_acks);
+/// Messages per replay page (the core's default `replay_page`).
+const REPLAY_PAGE: usize = 256;
+
+fn bench_replay_page(c: &mut Criterion) {
+    let (_dir, store) = open_store();
+    let recipient = UserId::new("drain-recipient").unwrap();
+    let device = DeviceId(1);
+    let appends = (1..=DRAIN_MESSAGES).map(drain_message).collect();
+    store
+        .commit(&WriteBatch {
+            devices_seen: vec![(recipient.clone(), device, 1)],
+            appends,
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let session = SessionId(3);
+    // The pages of a whole drain, in turn, so reads do not all hit one page's cache.
+    let mut after = None;
+    let mut next_page = move |read: &mut dyn FnMut(Option<MessageId>) -> Option<MessageId>| {
+        after = read(after).filter(|id| id.0 < DRAIN_MESSAGES);
+    };
+
+    let mut group = c.benchmark_group("store replay page");
+    group.throughput(Throughput::Elements(REPLAY_PAGE as u64));
+    let mut out = BytesMut::new();
+    group.bench_function("decode+encode", |b| {
+        b.iter(|| {
+            next_page(&mut |after| {
+                let page = store
+                    .replay(&recipient, device, after, REPLAY_PAGE, 0)
+                    .unwrap();
+                out.clear();
+                let last = page.last().map(|stored| stored.message.id);
+                for stored in page {
+                    let frame = CoreFrame::Deliver {
+                        sessions: vec![session],
+                        message: stored.message,
+                    };
+                    codec::encode(&frame, &mut out).unwrap();
+                }
+                last
+            })
+        })
+    });
+    group.bench_function("stored bytes", |b| {
+        b.iter(|| {
+            next_page(&mut |after| {
+                let page = store
+                    .replay_encoded(&recipient, device, after, REPLAY_PAGE, 0)
+                    .unwrap();
+                out.clear();
+                for message in &page {
+                    let frame = message.deliver_frame(session).unwrap();
+                    out.extend_from_slice(frame.as_bytes());
+                }
+                page.last().map(|message| message.id())
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_drain_acks, bench_replay_page);
 criterion_main!(benches);

@@ -61,6 +61,9 @@ fn compare(redb: &RedbStore, mem: &MemStore, now: u64, next_id: u64) {
                 let a = redb.replay(&user(u), DeviceId(u64::from(d)), after, 1000, now);
                 let b = mem.replay(&user(u), DeviceId(u64::from(d)), after, 1000, now);
                 assert_eq!(a.ok(), b.ok(), "replay of u{u} device {d} after {after:?}");
+                let a = redb.replay_encoded(&user(u), DeviceId(u64::from(d)), after, 1000, now);
+                let b = mem.replay_encoded(&user(u), DeviceId(u64::from(d)), after, 1000, now);
+                assert_eq!(a.ok(), b.ok(), "encoded replay of u{u} device {d} after {after:?}");
             }
         }
     }

@@ -50,7 +50,7 @@ pub fn encode<T: Serialize>(frame: &T, out: &mut BytesMut) -> Result<(), EncodeE
         });
     }
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES_MAX];
-    let prefix_len = write_varint(len as u32, &mut prefix);
+    let prefix_len = write_varint(len as u64, &mut prefix);
     if prefix_len > 1 {
         let extra = prefix_len - 1;
         out.put_bytes(0, extra);
@@ -98,7 +98,7 @@ impl<T> Encoded<T> {
             });
         }
         let mut prefix = [0u8; LENGTH_PREFIX_BYTES_MAX];
-        let prefix_len = write_varint(len as u32, &mut prefix);
+        let prefix_len = write_varint(len as u64, &mut prefix);
         let mut out = BytesMut::with_capacity(prefix_len + len);
         out.extend_from_slice(&prefix[..prefix_len]);
         for part in parts {
@@ -118,6 +118,14 @@ impl<T> Clone for Encoded<T> {
         Self::from_frame_bytes(self.bytes.clone())
     }
 }
+
+impl<T> PartialEq for Encoded<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl<T> Eq for Encoded<T> {}
 
 impl<T> std::fmt::Debug for Encoded<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -205,8 +213,9 @@ fn read_varint(bytes: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
     }
 }
 
-/// Writes `value` as LEB128 into `out`, returning the number of bytes used.
-fn write_varint(mut value: u32, out: &mut [u8]) -> usize {
+/// Writes `value` as LEB128 (postcard's varint) into `out`, returning the number of bytes
+/// used: at most 5 for a `u32`, 10 for a `u64`.
+pub(crate) fn write_varint(mut value: u64, out: &mut [u8]) -> usize {
     let mut i = 0;
     loop {
         let byte = (value & 0x7f) as u8;
@@ -425,7 +434,7 @@ mod tests {
     fn varint_prefix_round_trips() {
         for v in [0u32, 1, 127, 128, 300, 16_383, 16_384, 2_097_151, u32::MAX] {
             let mut buf = [0u8; 5];
-            let n = write_varint(v, &mut buf);
+            let n = write_varint(u64::from(v), &mut buf);
             assert_eq!(read_varint(&buf[..n]).unwrap(), Some((v as usize, n)));
             assert_eq!(read_varint(&buf[..n - 1]).unwrap(), None);
         }

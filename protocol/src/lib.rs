@@ -33,6 +33,7 @@ pub mod frames;
 pub mod ids;
 pub mod lanes;
 pub mod limits;
+pub mod message_bytes;
 pub mod shard;
 
 pub use error::{DecodeError, EncodeError, ErrorCode};
@@ -40,4 +41,5 @@ pub use frames::client::{ClientFrame, Message, ServerFrame};
 pub use frames::link::{CoreFrame, EdgeFrame};
 pub use ids::{DeviceId, IdRange, MessageId, SenderKey, SessionId, ShardId, UserId};
 pub use lanes::ConversationId;
+pub use message_bytes::EncodedMessage;
 pub use shard::ShardMap;

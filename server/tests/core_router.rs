@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use protocol::frames::link::{Attach, Submit};
 use protocol::{
-    CoreFrame, DeviceId, EdgeFrame, ErrorCode, IdRange, Message, MessageId, SenderKey, SessionId,
-    ShardId, ShardMap, UserId,
+    ConversationId, CoreFrame, DeviceId, EdgeFrame, ErrorCode, IdRange, Message, MessageId,
+    SenderKey, SessionId, ShardId, ShardMap, UserId,
 };
 use server::router::{ACK_RANGES_WAITING_MAX, Channel, EdgeId, Now, Output, Router, RouterConfig};
 use server::store::mem::MemStore;
@@ -282,6 +282,33 @@ impl Harness {
                         *used += 1;
                     }
                     e.log.push((*channel, frame.clone()));
+                }
+                Output::SendEncoded {
+                    edge,
+                    lane,
+                    session,
+                    id,
+                    frame,
+                } => {
+                    let e = self.edges.get_mut(edge).expect("send to a known edge");
+                    assert!(e.closed.is_none(), "send to a closed edge");
+                    // The stored bytes, as the edge reads them: a delivery of `id` to
+                    // `session`, the same frame the decoded message would have made.
+                    let decoded = protocol::codec::decode_exact::<CoreFrame>(frame.as_bytes())
+                        .expect("an encoded delivery decodes");
+                    let CoreFrame::Deliver { sessions, message } = &decoded else {
+                        panic!("an encoded output is a delivery: {decoded:?}");
+                    };
+                    assert_eq!((sessions.as_slice(), message.id), (&[*session][..], *id));
+                    let conversation = ConversationId::direct(&message.from, &message.to);
+                    assert_eq!(conversation.lane(e.lanes.len() as u8), *lane, "its lane");
+                    let used = &mut e.lanes[*lane as usize];
+                    if *used >= e.lane_capacity {
+                        self.router.handle_send_full(self.now, out);
+                        continue;
+                    }
+                    *used += 1;
+                    e.log.push((Channel::Lane(*lane), decoded));
                 }
                 Output::Close { edge, code, .. } => {
                     self.edges.get_mut(edge).expect("close a known edge").closed = Some(*code);
@@ -1280,4 +1307,48 @@ fn a_clean_shutdown_flush_ignores_the_commit_delay() {
         .poll_batch_flush(h.now)
         .expect("a flush hands the batch over at once");
     assert_eq!(batch.appends.len(), 1);
+}
+
+#[test]
+fn a_stored_delivery_refused_by_a_full_lane_comes_again_in_order() {
+    // Stored messages are replayed in the store's own encoding. The router asks for room
+    // before each page, so a full lane should never refuse one; if one is refused all the
+    // same, that message and every later one must still reach the device once and in
+    // order, like a live push that lags.
+    let mut h = Harness::new(RouterConfig {
+        replay_page: 4,
+        replay_headroom: 0,
+        ..config()
+    });
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 4, 1024);
+    for i in 0..4 {
+        h.submit("alice", "bob", &format!("m{i}"));
+    }
+    assert_eq!(h.stored("bob", 1).len(), 4, "on disk: replayed from the store");
+    h.attach_unpumped(BOB_EDGE, BOB, "bob", 1);
+    h.take_log(BOB_EDGE);
+
+    h.router.pump_replay(h.now, &mut |_edge| usize::MAX);
+    // The driver queues the first page's first frame; the second finds its lane full.
+    let Some(Output::SendEncoded { id: first, .. }) = h.router.poll_output() else {
+        panic!("a stored message goes out in its stored encoding");
+    };
+    let refused = h.router.poll_output().expect("a second delivery");
+    let Output::SendEncoded { id: second, .. } = &refused else {
+        panic!("a stored message goes out in its stored encoding: {refused:?}");
+    };
+    let second = *second;
+    h.router.handle_send_full(h.now, refused);
+    h.drive();
+
+    let again: Vec<MessageId> = h
+        .delivered(BOB_EDGE, BOB)
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    let stored: Vec<MessageId> = h.stored("bob", 1).into_iter().map(MessageId).collect();
+    assert_eq!(first, stored[0]);
+    assert_eq!(second, stored[1]);
+    assert_eq!(again, stored[1..], "from the refused one on, once each, in order");
 }

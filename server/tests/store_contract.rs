@@ -34,7 +34,7 @@ fn replay_returns_a_users_messages_in_id_order() {
             ]))
             .unwrap();
         let replayed = store
-            .replay(&user("bob"), DeviceId(1), None, 100, 0)
+            .replay_checked(&user("bob"), DeviceId(1), None, 100, 0)
             .unwrap();
         assert_eq!(ids(&replayed), vec![1, 3, 4, 7], "{name}");
         assert!(
@@ -57,20 +57,24 @@ fn replay_resumes_after_a_cursor_and_honours_the_limit() {
     on_both_stores(|name, store| {
         let batch = appends((1..=10).map(|id| message("bob", id, LATER)).collect());
         store.commit(&batch).unwrap();
-        let first = store.replay(&user("bob"), DeviceId(1), None, 4, 0).unwrap();
+        let first = store
+            .replay_checked(&user("bob"), DeviceId(1), None, 4, 0)
+            .unwrap();
         assert_eq!(ids(&first), vec![1, 2, 3, 4], "{name}");
         let after = Some(MessageId(4));
         let second = store
-            .replay(&user("bob"), DeviceId(1), after, 4, 0)
+            .replay_checked(&user("bob"), DeviceId(1), after, 4, 0)
             .unwrap();
         assert_eq!(ids(&second), vec![5, 6, 7, 8], "{name}");
         let rest = store
-            .replay(&user("bob"), DeviceId(1), Some(MessageId(8)), 4, 0)
+            .replay_checked(&user("bob"), DeviceId(1), Some(MessageId(8)), 4, 0)
             .unwrap();
         assert_eq!(ids(&rest), vec![9, 10], "{name}");
-        let none = store.replay(&user("bob"), DeviceId(1), Some(MessageId(u64::MAX)), 4, 0);
+        let none = store.replay_checked(&user("bob"), DeviceId(1), Some(MessageId(u64::MAX)), 4, 0);
         assert_eq!(ids(&none.unwrap()), Vec::<u64>::new(), "{name}");
-        let zero = store.replay(&user("bob"), DeviceId(1), None, 0, 0).unwrap();
+        let zero = store
+            .replay_checked(&user("bob"), DeviceId(1), None, 0, 0)
+            .unwrap();
         assert!(zero.is_empty(), "{name}: limit 0 returns nothing");
     });
 }
@@ -90,11 +94,11 @@ fn replay_skips_what_the_device_acked_and_what_expired() {
         store.commit(&batch).unwrap();
         store.commit(&ack("bob", 1, 1, 1)).unwrap();
         let for_device_1 = store
-            .replay(&user("bob"), DeviceId(1), None, 10, 499)
+            .replay_checked(&user("bob"), DeviceId(1), None, 10, 499)
             .unwrap();
         assert_eq!(ids(&for_device_1), vec![2, 3], "{name}");
         let for_device_2 = store
-            .replay(&user("bob"), DeviceId(2), None, 10, 500)
+            .replay_checked(&user("bob"), DeviceId(2), None, 10, 500)
             .unwrap();
         assert_eq!(ids(&for_device_2), vec![1, 3], "{name}: 2 expired at 500");
     });
@@ -209,7 +213,7 @@ fn acks_for_unknown_ids_are_ignored_and_acking_twice_is_harmless() {
         let outcome = store.commit(&ack("bob", 1, 1, 5)).unwrap();
         assert!(outcome.deleted.is_empty(), "{name}: device 2 still waits");
         let stored = store
-            .replay(&user("bob"), DeviceId(2), None, 10, 0)
+            .replay_checked(&user("bob"), DeviceId(2), None, 10, 0)
             .unwrap();
         assert_eq!(
             stored[0].acked_by,

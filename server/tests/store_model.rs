@@ -175,6 +175,12 @@ fn compare(redb: &RedbStore, mem: &MemStore, now_ms: u64, next_id: u64) {
                     mem.replay(&who, device, after, limit, at).unwrap(),
                     "replay of {who} for {device:?} after {after:?} limit {limit} at {at}"
                 );
+                // redb's bytes read in place; the model's messages encoded afresh.
+                assert_eq!(
+                    redb.replay_encoded(&who, device, after, limit, at).unwrap(),
+                    mem.replay_encoded(&who, device, after, limit, at).unwrap(),
+                    "encoded replay of {who} for {device:?} after {after:?} limit {limit} at {at}"
+                );
             }
         }
     }

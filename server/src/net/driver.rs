@@ -62,6 +62,14 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// A refused frame, put back into the output that asked for it.
+fn handed_back<T>(e: TrySendError<T>, output: impl FnOnce(T) -> Output) -> TrySendError<Output> {
+    match e {
+        TrySendError::Full(frame) => TrySendError::Full(output(frame)),
+        TrySendError::Closed(frame) => TrySendError::Closed(output(frame)),
+    }
+}
+
 /// The router task's state.
 pub(crate) struct Driver {
     pub(crate) router: Router,
@@ -166,7 +174,7 @@ impl Driver {
     /// Queues the router's frames without waiting; a full queue goes back to the router.
     fn send_outputs(&mut self, now: Now) {
         while let Some(output) = self.router.poll_output() {
-            match output {
+            let (edge, queued) = match output {
                 Output::Send {
                     edge,
                     channel,
@@ -179,33 +187,54 @@ impl Driver {
                         Channel::Control => &link.control,
                         Channel::Lane(lane) => link.lanes.lane(lane),
                     };
-                    match sender.try_send(frame) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(frame)) => {
-                            self.router.handle_send_full(
-                                now,
-                                Output::Send {
-                                    edge,
-                                    channel,
-                                    frame,
-                                },
-                            );
-                        }
-                        Err(TrySendError::Closed(_)) => {
-                            // A stream writer stopped while the connection may live on:
-                            // what went to it is lost, so end the connection; the edge's
-                            // sessions re-attach and replay.
-                            if let Some(link) = self.links.remove(&edge) {
-                                transport::close(&link.conn, ErrorCode::Internal, "stream failed");
-                            }
-                            self.router.handle_edge_gone(now, edge);
-                        }
-                    }
+                    let queued = sender.try_send(frame).map_err(|e| {
+                        handed_back(e, |frame| Output::Send {
+                            edge,
+                            channel,
+                            frame,
+                        })
+                    });
+                    (edge, queued)
+                }
+                Output::SendEncoded {
+                    edge,
+                    lane,
+                    session,
+                    id,
+                    frame,
+                } => {
+                    let Some(link) = self.links.get(&edge) else {
+                        continue;
+                    };
+                    let queued = link.lanes.lane(lane).try_send_encoded(frame).map_err(|e| {
+                        handed_back(e, |frame| Output::SendEncoded {
+                            edge,
+                            lane,
+                            session,
+                            id,
+                            frame,
+                        })
+                    });
+                    (edge, queued)
                 }
                 Output::Close { edge, code, reason } => {
                     if let Some(link) = self.links.remove(&edge) {
                         transport::close(&link.conn, code, reason);
                     }
+                    continue;
+                }
+            };
+            match queued {
+                Ok(()) => {}
+                Err(TrySendError::Full(output)) => self.router.handle_send_full(now, output),
+                Err(TrySendError::Closed(_)) => {
+                    // A stream writer stopped while the connection may live on: what went
+                    // to it is lost, so end the connection; the edge's sessions re-attach
+                    // and replay.
+                    if let Some(link) = self.links.remove(&edge) {
+                        transport::close(&link.conn, ErrorCode::Internal, "stream failed");
+                    }
+                    self.router.handle_edge_gone(now, edge);
                 }
             }
         }

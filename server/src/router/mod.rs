@@ -66,7 +66,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{CoreFrame, EdgeFrame, ErrorCode, ShardId, ShardMap};
+use protocol::codec::Encoded;
+use protocol::{CoreFrame, EdgeFrame, ErrorCode, MessageId, SessionId, ShardId, ShardMap};
 
 use crate::stats::{CoreStats, Counters};
 use crate::store::{CommitOutcome, LogStore, StoreError, WriteBatch};
@@ -126,6 +127,22 @@ pub enum Output {
         channel: Channel,
         /// The frame.
         frame: CoreFrame,
+    },
+    /// Queue a delivery replayed from the store on lane `lane` of `edge`, without waiting:
+    /// `CoreFrame::Deliver` of message `id` to `session`, encoded already from the stored
+    /// bytes (which were never decoded; see [`protocol::EncodedMessage`]). If there is no
+    /// room, hand the output back with [`Router::handle_send_full`], as for `Send`.
+    SendEncoded {
+        /// The edge.
+        edge: EdgeId,
+        /// The lane.
+        lane: u8,
+        /// The recipient session.
+        session: SessionId,
+        /// The message delivered.
+        id: MessageId,
+        /// The frame.
+        frame: Encoded<CoreFrame>,
     },
     /// Close the edge's connection. The router has already forgotten the edge.
     Close {
@@ -379,7 +396,7 @@ impl Router {
     }
 
     /// The driver could not queue `output` (the lane or control stream was full). A
-    /// `Deliver` sends its sessions back to catching up from the store; a full control
+    /// delivery sends its sessions back to catching up from the store; a full control
     /// stream means the edge is not reading, and it is closed (`SlowConsumer`).
     pub fn handle_send_full(&mut self, _now: Now, output: Output) {
         match output {
@@ -392,6 +409,12 @@ impl Router {
                 for session in sessions {
                     self.lag(SessionKey { edge, session }, message.id);
                 }
+            }
+            Output::SendEncoded {
+                edge, session, id, ..
+            } => {
+                Counters::add(&self.counters.lagged, 1);
+                self.lag(SessionKey { edge, session }, id);
             }
             Output::Send { edge, .. } => {
                 self.close_edge(edge, ErrorCode::SlowConsumer, "control stream full");

@@ -18,10 +18,10 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 
-use protocol::{ConversationId, CoreFrame, Message, MessageId};
+use protocol::{ConversationId, CoreFrame, EncodedMessage, Message, MessageId};
 
 use super::sessions::{Delivery, SessionKey};
-use super::{Channel, EdgeId, Now, Router};
+use super::{Channel, EdgeId, Now, Output, Router};
 use crate::store::StoreError;
 
 /// Store pages a pump may read per page it may send: pages whose every message was
@@ -126,19 +126,21 @@ impl Router {
             return Ok((0, Step::WindowFull));
         }
         let page = self.config.replay_page.max(1).min(window_left);
-        let stored = self.store.replay(&user, device, after, page, now.unix_ms)?;
+        let stored = self
+            .store
+            .replay_encoded(&user, device, after, page, now.unix_ms)?;
         // The device's latest acknowledgements may not be on disk yet (acknowledgements
         // wait for `ack_commit_delay`): the store would replay what it already has.
         let acked = self.pipeline.uncommitted_acks(&user, device);
         let mut sent = 0;
         let full_page = stored.len() >= page;
-        for record in stored {
-            let id = record.message.id;
+        for message in stored {
+            let id = message.id();
             after = Some(id);
             if acked.contains(id) {
                 continue;
             }
-            self.replay_deliver(key, record.message);
+            self.replay_deliver_stored(key, message);
             sent += 1;
         }
         if full_page {
@@ -237,6 +239,35 @@ impl Router {
             message,
         };
         self.send(key.edge, Channel::Lane(lane), frame);
+    }
+
+    /// Sends one stored message to one session, on its conversation's lane, in the
+    /// encoding the store kept: no decoding, and no encoding by the link writer.
+    fn replay_deliver_stored(&mut self, key: SessionKey, message: EncodedMessage) {
+        let Some(lanes) = self.edges.get(&key.edge).map(|e| e.lanes) else {
+            return;
+        };
+        let frame = match message.deliver_frame(key.session) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // Not for a message the core accepted (its size was checked then); the
+                // device gets it on a later replay if the cause goes away.
+                tracing::error!(error = %e, id = message.id().0, "stored message not sent");
+                return;
+            }
+        };
+        if let Some(session) = self.sessions.get_mut(&key) {
+            session.replay_unacked.insert(message.id());
+        }
+        if self.edges.contains_key(&key.edge) {
+            self.outbox.push_back(Output::SendEncoded {
+                edge: key.edge,
+                lane: message.conversation().lane(lanes),
+                session: key.session,
+                id: message.id(),
+                frame,
+            });
+        }
     }
 
     fn set_cursor(&mut self, key: SessionKey, after: Option<MessageId>) {

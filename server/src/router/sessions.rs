@@ -245,7 +245,7 @@ impl Router {
             self.remove_session(SessionKey { edge, session });
         }
         self.outbox.retain(|out| match out {
-            Output::Send { edge: e, .. } => *e != edge,
+            Output::Send { edge: e, .. } | Output::SendEncoded { edge: e, .. } => *e != edge,
             Output::Close { .. } => true,
         });
     }
@@ -263,6 +263,9 @@ impl Router {
             } if *edge == key.edge => {
                 sessions.retain(|s| *s != key.session);
                 !sessions.is_empty()
+            }
+            Output::SendEncoded { edge, session, .. } => {
+                !(*edge == key.edge && *session == key.session)
             }
             Output::Send {
                 edge,

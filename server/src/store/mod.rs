@@ -41,7 +41,7 @@
 pub mod mem;
 pub mod redb_store;
 
-use protocol::{DeviceId, ErrorCode, IdRange, Message, MessageId, UserId};
+use protocol::{DeviceId, EncodedMessage, ErrorCode, IdRange, Message, MessageId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// At most this many messages are deleted by one expiry pass (see the module doc).
@@ -225,6 +225,27 @@ pub trait LogStore: Send + Sync + 'static {
         limit: usize,
         now_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// The messages [`LogStore::replay`] returns, each in its wire encoding, as a replay
+    /// sends it on (see [`EncodedMessage`]). The default encodes what `replay` returns; a
+    /// store that keeps messages encoded hands out its bytes without decoding them.
+    fn replay_encoded(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        after: Option<MessageId>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<EncodedMessage>, StoreError> {
+        self.replay(user, device, after, limit, now_ms)?
+            .iter()
+            .map(|stored| {
+                EncodedMessage::new(&stored.message).map_err(|e| {
+                    StoreError::Corrupt(format!("message {} of {user}: {e}", stored.message.id.0))
+                })
+            })
+            .collect()
+    }
 
     /// The highest id ever reserved (`0` for a new store): ids handed out after a restart
     /// must be above it.

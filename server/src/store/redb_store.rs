@@ -28,10 +28,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use protocol::{DeviceId, MessageId, UserId};
+use protocol::{DeviceId, EncodedMessage, MessageId, UserId};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
 };
+use serde::Deserialize;
 
 use super::{
     AckOp, CommitOutcome, EXPIRE_MESSAGES_PER_COMMIT_MAX, FORGET_DEVICES_PER_COMMIT_MAX, LogStore,
@@ -121,6 +122,43 @@ impl RedbStore {
         txn.commit().map_err(open_error)
     }
 
+    /// Reads `user`'s records with ids above `after` in order, keeping what `keep` makes
+    /// of each, until it has `limit` of them: the one scan of both kinds of replay.
+    fn scan<T>(
+        &self,
+        user: &UserId,
+        after: Option<MessageId>,
+        limit: usize,
+        mut keep: impl FnMut(u64, &[u8]) -> Result<Option<T>, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let first = match after {
+            None => 0,
+            Some(MessageId(after)) => match after.checked_add(1) {
+                Some(first) => first,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let messages = txn.open_table(MESSAGES).map_err(read_error)?;
+        let user = user.as_str();
+        // Sized up front: a replay page is hundreds of records, and growing the vector
+        // to that by doubling copied it eight times (a drain's profile showed it).
+        let mut found = Vec::with_capacity(limit.min(REPLAY_CAPACITY_MAX));
+        for entry in messages
+            .range((user, first)..=(user, u64::MAX))
+            .map_err(read_error)?
+        {
+            if found.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(read_error)?;
+            if let Some(kept) = keep(key.value().1, value.value())? {
+                found.push(kept);
+            }
+        }
+        Ok(found)
+    }
+
     /// A write transaction that fsyncs on commit.
     fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(tx)?;
@@ -178,6 +216,40 @@ fn decode(user: &str, id: u64, bytes: &[u8]) -> Result<StoredMessage, StoreError
         )));
     }
     Ok(stored)
+}
+
+/// What a `messages` record holds after the message: [`StoredMessage`]'s other fields, in
+/// their order (postcard writes a struct's fields one after another).
+#[derive(Deserialize)]
+struct RecordTail {
+    expires_at_ms: u64,
+    acked_by: Vec<DeviceId>,
+}
+
+/// Like [`decode`], with the message kept in its encoding: the record's first bytes, read
+/// in place (see [`EncodedMessage::take_from`]). Accepts and refuses the records `decode`
+/// does.
+fn decode_encoded(
+    user: &str,
+    id: u64,
+    bytes: &[u8],
+) -> Result<(EncodedMessage, RecordTail), StoreError> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("message {id} of {user}: {e}"));
+    let (message, rest) = EncodedMessage::take_from(bytes).map_err(|e| corrupt(&e))?;
+    let (tail, rest): (RecordTail, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|e| corrupt(&e))?;
+    if !rest.is_empty() {
+        return Err(corrupt(&format_args!("{} trailing bytes", rest.len())));
+    }
+    if message.to().as_str() != user || message.id().0 != id {
+        return Err(StoreError::Corrupt(format!(
+            "message {id} of {user} holds message {} of {}",
+            message.id().0,
+            message.to()
+        )));
+    }
+    Ok((message, tail))
 }
 
 /// A user id read back from a key.
@@ -544,33 +616,26 @@ impl LogStore for RedbStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let first = match after {
-            None => 0,
-            Some(MessageId(after)) => match after.checked_add(1) {
-                Some(first) => first,
-                None => return Ok(Vec::new()),
-            },
-        };
-        let txn = self.db.begin_read().map_err(read_error)?;
-        let messages = txn.open_table(MESSAGES).map_err(read_error)?;
-        let user = user.as_str();
-        // Sized up front: a replay page is hundreds of records, and growing the vector
-        // to that by doubling copied it eight times (a drain's profile showed it).
-        let mut found = Vec::with_capacity(limit.min(REPLAY_CAPACITY_MAX));
-        for entry in messages
-            .range((user, first)..=(user, u64::MAX))
-            .map_err(read_error)?
-        {
-            if found.len() >= limit {
-                break;
-            }
-            let (key, value) = entry.map_err(read_error)?;
-            let stored = decode(user, key.value().1, value.value())?;
-            if !stored.is_acked_by(device) && !stored.is_expired(now_ms) {
-                found.push(stored);
-            }
-        }
-        Ok(found)
+        self.scan(user, after, limit, |id, bytes| {
+            let stored = decode(user.as_str(), id, bytes)?;
+            let wanted = !stored.is_acked_by(device) && !stored.is_expired(now_ms);
+            Ok(wanted.then_some(stored))
+        })
+    }
+
+    fn replay_encoded(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        after: Option<MessageId>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<EncodedMessage>, StoreError> {
+        self.scan(user, after, limit, |id, bytes| {
+            let (message, tail) = decode_encoded(user.as_str(), id, bytes)?;
+            let wanted = !tail.acked_by.contains(&device) && tail.expires_at_ms > now_ms;
+            Ok(wanted.then_some(message))
+        })
     }
 
     fn reserved_ids_through(&self) -> Result<u64, StoreError> {
@@ -641,6 +706,7 @@ mod tests {
 
         let bob = UserId::new("bob").unwrap();
         assert_corrupt(store.replay(&bob, DeviceId(1), None, 10, 0));
+        assert_corrupt(store.replay_encoded(&bob, DeviceId(1), None, 10, 0));
         let ack = AckOp {
             user: bob.clone(),
             device: DeviceId(1),
@@ -664,10 +730,19 @@ mod tests {
         bytes.push(0);
         overwrite_record(&store, "bob", 1, &bytes);
         assert_corrupt(store.replay(&bob, DeviceId(1), None, 10, 0));
+        assert_corrupt(store.replay_encoded(&bob, DeviceId(1), None, 10, 0));
 
         let elsewhere = postcard::to_allocvec(&message("bob", 2)).unwrap();
         overwrite_record(&store, "bob", 1, &elsewhere);
         assert_corrupt(store.replay(&bob, DeviceId(1), None, 10, 0));
+        assert_corrupt(store.replay_encoded(&bob, DeviceId(1), None, 10, 0));
+
+        // Cut inside the part after the message (its expiry and acknowledgements): the
+        // in-place reader takes the message, then the rest must still be whole.
+        let whole = postcard::to_allocvec(&message("bob", 1)).unwrap();
+        overwrite_record(&store, "bob", 1, &whole[..whole.len() - 1]);
+        assert_corrupt(store.replay(&bob, DeviceId(1), None, 10, 0));
+        assert_corrupt(store.replay_encoded(&bob, DeviceId(1), None, 10, 0));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use protocol::{DeviceId, IdRange, Message, MessageId, SenderKey, UserId};
 use server::store::mem::MemStore;
 use server::store::redb_store::RedbStore;
-use server::store::{AckOp, LogStore, StoreConfig, StoredMessage, WriteBatch};
+use server::store::{AckOp, LogStore, StoreConfig, StoreError, StoredMessage, WriteBatch};
 
 /// Device TTL used by the tests, in ms.
 pub const DEVICE_TTL_MS: u64 = 1_000;
@@ -92,8 +92,49 @@ pub fn ids(messages: &[StoredMessage]) -> Vec<u64> {
 /// Every message stored for `to` that `device` has not acknowledged, expired or not.
 pub fn pending(store: &dyn LogStore, to: &str, device: u64) -> Vec<u64> {
     ids(&store
-        .replay(&user(to), DeviceId(device), None, usize::MAX, 0)
+        .replay_checked(&user(to), DeviceId(device), None, usize::MAX, 0)
         .unwrap())
+}
+
+/// [`LogStore::replay`], checked against [`LogStore::replay_encoded`]: both kinds of
+/// replay must return the same messages (the encoded ones read back in place).
+pub trait ReplayChecked {
+    /// `replay`, after asserting that `replay_encoded` agrees with it.
+    fn replay_checked(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        after: Option<MessageId>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+}
+
+impl ReplayChecked for dyn LogStore + '_ {
+    fn replay_checked(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        after: Option<MessageId>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let stored = self.replay(user, device, after, limit, now_ms);
+        let encoded = self.replay_encoded(user, device, after, limit, now_ms);
+        match (&stored, encoded) {
+            (Ok(stored), Ok(encoded)) => {
+                let decoded: Vec<Message> = encoded.iter().map(|m| m.decode().unwrap()).collect();
+                let expected: Vec<Message> = stored.iter().map(|s| s.message.clone()).collect();
+                assert_eq!(decoded, expected, "replay_encoded disagrees with replay");
+                for (m, s) in encoded.iter().zip(stored) {
+                    assert_eq!((m.id(), m.to()), (s.message.id, &s.message.to));
+                }
+            }
+            (Err(_), Err(_)) => {}
+            (stored, encoded) => panic!("replay {stored:?}, replay_encoded {encoded:?}"),
+        }
+        stored
+    }
 }
 
 /// Runs `check` on a fresh `MemStore` and on a fresh `RedbStore` in a temporary file;
