@@ -75,7 +75,9 @@ fn build_runtime(threads: Option<NonZeroUsize>) -> std::io::Result<tokio::runtim
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    builder.enable_all().build()
+    // Named, so an operator's `top -H` (and a profile) tells the server's threads from
+    // a game's or a load generator's on the same machine.
+    builder.thread_name("quichat-rt").enable_all().build()
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
