@@ -1325,7 +1325,11 @@ fn a_stored_delivery_refused_by_a_full_lane_comes_again_in_order() {
     for i in 0..4 {
         h.submit("alice", "bob", &format!("m{i}"));
     }
-    assert_eq!(h.stored("bob", 1).len(), 4, "on disk: replayed from the store");
+    assert_eq!(
+        h.stored("bob", 1).len(),
+        4,
+        "on disk: replayed from the store"
+    );
     h.attach_unpumped(BOB_EDGE, BOB, "bob", 1);
     h.take_log(BOB_EDGE);
 
@@ -1342,13 +1346,13 @@ fn a_stored_delivery_refused_by_a_full_lane_comes_again_in_order() {
     h.router.handle_send_full(h.now, refused);
     h.drive();
 
-    let again: Vec<MessageId> = h
-        .delivered(BOB_EDGE, BOB)
-        .iter()
-        .map(|m| m.id)
-        .collect();
+    let again: Vec<MessageId> = h.delivered(BOB_EDGE, BOB).iter().map(|m| m.id).collect();
     let stored: Vec<MessageId> = h.stored("bob", 1).into_iter().map(MessageId).collect();
     assert_eq!(first, stored[0]);
     assert_eq!(second, stored[1]);
-    assert_eq!(again, stored[1..], "from the refused one on, once each, in order");
+    assert_eq!(
+        again,
+        stored[1..],
+        "from the refused one on, once each, in order"
+    );
 }

@@ -177,18 +177,7 @@ impl Args {
     }
 
     fn lossy_netns(&self) -> PathBuf {
-        if let Some(path) = &self.lossy_netns {
-            return path.clone();
-        }
-        let candidates = [
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/lossy-netns"),
-            PathBuf::from("../shared/tools/lossy-netns"),
-        ];
-        candidates
-            .iter()
-            .find(|p| p.is_file())
-            .unwrap_or(&candidates[0])
-            .clone()
+        mqtt::lossy_netns_path(self.lossy_netns.as_deref())
     }
 }
 

@@ -10,7 +10,11 @@
 //!   them all after reconnecting. The quichat server runs with its default runtime
 //!   threads (one per core) here, unlike the load modes, which give it one (see
 //!   `--drain-threads`). `--drain-runs R` repeats the round of systems R times and
-//!   gives quichat's median speed-up.
+//!   gives quichat's median speed-up. `--drain-delay-ms D` delays every client↔server
+//!   path by D each way (a round trip of 2D, as on a player's connection): quichat's
+//!   clients through a delaying UDP proxy, mosquitto's TCP packets in the kernel's
+//!   packet queue, for which the run moves into a network namespace (`lossy-netns`,
+//!   root).
 //! - `--smoke`: small versions of all three, exiting non-zero on any loss.
 //!
 //! JSON summary on stdout, tables on stderr. The pieces live in `benches::mqtt`; this
@@ -27,6 +31,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use benches::hol::mqtt as mqtt_cell;
+use benches::hol::tcp_delay::TcpDelay;
 use benches::load::run::RunOptions;
 use benches::load::server::Target;
 use benches::load::sweep::{Sweep, SweepPlan};
@@ -39,6 +45,9 @@ use benches::mqtt::{
 use benches::plot::{self, Series};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
+
+/// The kernel packet queue the drain's TCP delay uses (its namespace is its own).
+const TCP_DELAY_QUEUE: u16 = 0;
 
 /// quichat beside mosquitto (MQTT 3.1.1, QoS 1, persistent sessions; over TLS and over
 /// plain TCP) on the same workload, on the same machine, in one run.
@@ -54,7 +63,8 @@ use serde_json::{Value, json};
 ///   --rate R     one comparison at R msg/s: table and ratios quichat/mosquitto
 ///   --sweep      highest rate with p99 <= --p99-target-ms and nothing lost, per system
 ///   --drain N    time for a reconnecting recipient to receive N queued messages
-///                (--drain-runs R: R rounds, and the median speed-up)
+///                (--drain-runs R: R rounds, and the median speed-up;
+///                --drain-delay-ms D: over a path delayed D ms each way)
 ///   --smoke      5 pairs, 2 s, a one-step sweep, drain 500; exit non-zero on any loss
 ///
 /// Needs `quichat` and `quichat-load` next to this executable
@@ -87,6 +97,20 @@ struct Args {
     /// rounds in one run tell the systems apart from this machine's slow and fast spells.
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::MIN)]
     drain_runs: NonZeroUsize,
+    /// Delay, in ms, on every client↔server path of the drain, each way (a round trip of
+    /// twice this), as on a player's home or mobile connection. quichat's clients reach
+    /// the edge through a delaying UDP proxy (the edge↔core link is not delayed);
+    /// mosquitto's TCP packets are held in the kernel's packet queue, for which the run
+    /// moves into a network namespace made by lossy-netns (no loss; needs root,
+    /// iptables, nftables). The drain alone: not with --rate, --sweep or --smoke.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    drain_delay_ms: u64,
+    /// The lossy-netns script (default: ../shared/tools/lossy-netns next to the workspace).
+    #[arg(long = "lossy-netns", value_name = "PATH")]
+    lossy_netns: Option<PathBuf>,
+    /// Set by the run that moved itself into the namespace (see --drain-delay-ms).
+    #[arg(long, hide = true)]
+    in_netns: bool,
     /// Small versions of every mode (seconds); exit non-zero on any loss. Overrides the
     /// load flags.
     #[arg(long)]
@@ -197,6 +221,16 @@ impl Context {
             .context("quichat's executables were not looked up")
     }
 
+    /// The delay on each client↔server path of the drain, each way.
+    fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.args.drain_delay_ms)
+    }
+
+    /// Whether any mosquitto variant runs.
+    fn runs_mosquitto(&self) -> bool {
+        self.args.systems.iter().any(|s| s.transport().is_some())
+    }
+
     /// The load options at `rate`, as `quichat-load` takes them.
     fn options(&self, rate: f64) -> Result<RunOptions> {
         let secs = |value: f64, flag: &str| {
@@ -272,7 +306,7 @@ impl Context {
                     link_linger_us: None,
                     threads: self.args.drain_threads,
                 };
-                quichat_side::drain(&target, messages, self.args.size).await
+                quichat_side::drain(&target, messages, self.args.size, self.drain_delay()).await
             }
             Some(transport) => {
                 let broker = Mosquitto::start(&self.broker)?;
@@ -336,6 +370,19 @@ async fn main_async(mut args: Args) -> Result<ExitCode> {
     if args.systems.is_empty() {
         bail!("--systems is empty");
     }
+    let delays_mosquitto =
+        args.drain_delay_ms > 0 && args.systems.iter().any(|s| s.transport().is_some());
+    if args.drain_delay_ms > 0 {
+        if args.rate.is_some() || args.sweep || args.drain.is_none() {
+            bail!(
+                "--drain-delay-ms delays the drain alone: give --drain N, without --rate, \
+                 --sweep or --smoke"
+            );
+        }
+        if delays_mosquitto && !args.in_netns {
+            return rerun_in_namespace(&args).await;
+        }
+    }
     let binaries = if args.systems.contains(&System::Quichat) {
         Some(QuichatBinaries::next_to_current_exe()?)
     } else {
@@ -362,6 +409,7 @@ async fn main_async(mut args: Args) -> Result<ExitCode> {
             "warmup_secs": ctx.args.warmup,
             "size": ctx.args.size,
             "drain_wait_secs": ctx.args.drain_wait,
+            "drain_delay_ms": ctx.args.drain_delay_ms,
             "systems": ctx.args.systems.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "mqtt_client_inflight": ctx.args.inflight,
             "mosquitto_max_inflight_messages": ctx.args.mqtt_max_inflight,
@@ -583,6 +631,60 @@ async fn sweep(ctx: &Context) -> Result<(Value, Vec<String>)> {
 
 /// The offline drain for every system, and quichat's speed-up over each mosquitto.
 async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
+    // mosquitto's side of the delay: every TCP packet in this namespace (only the MQTT
+    // clients and the broker use TCP here), each way.
+    let tcp_delay = if ctx.args.in_netns && ctx.runs_mosquitto() && !ctx.drain_delay().is_zero() {
+        Some(TcpDelay::start(TCP_DELAY_QUEUE, ctx.drain_delay())?)
+    } else {
+        None
+    };
+    let result = drain_rounds(ctx, messages).await;
+    let delayed = match tcp_delay {
+        Some(delay) => Some(delay.stop()?),
+        None => None,
+    };
+    let (mut value, unclean) = result?;
+    value["delay_ms_each_way"] = json!(ctx.args.drain_delay_ms);
+    if let Some(stats) = delayed {
+        eprintln!(
+            "drain: mosquitto's TCP packets delayed: {}, released at most {:.2} ms late",
+            stats.packets, stats.late_ms_max
+        );
+        value["tcp_delay"] = json!(stats);
+    }
+    Ok((value, unclean))
+}
+
+/// Moves this run into a network namespace made by lossy-netns (no loss), where it may
+/// delay TCP packets without touching the machine's own firewall: the same command line,
+/// marked `--in-netns`. Its output is this run's.
+async fn rerun_in_namespace(args: &Args) -> Result<ExitCode> {
+    let lossy_netns = mqtt_cell::lossy_netns_path(args.lossy_netns.as_deref());
+    if let Some(reason) = mqtt_cell::unavailable(&lossy_netns, &args.mosquitto) {
+        bail!(
+            "--drain-delay-ms with mosquitto needs a network namespace: {reason} \
+             (--systems quichat runs without one)"
+        );
+    }
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let status = tokio::process::Command::new(&lossy_netns)
+        .args(["0", "tcp", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--in-netns")
+        .kill_on_drop(true)
+        .status()
+        .await
+        .with_context(|| format!("starting {}", lossy_netns.display()))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+/// Every round of the drain.
+async fn drain_rounds(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
     let mut runs = Vec::new();
     let mut ratios: Vec<DrainRatios> = Vec::new();
     let mut unclean = Vec::new();
@@ -616,6 +718,12 @@ async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
                  message.";
     let threads = benches::load::server::threads_note(ctx.args.drain_threads);
     eprintln!("drain: {threads}");
+    if ctx.args.drain_delay_ms > 0 {
+        eprintln!(
+            "drain: every client↔server path delayed {} ms each way",
+            ctx.args.drain_delay_ms
+        );
+    }
     Ok((
         json!({
             "messages": messages,

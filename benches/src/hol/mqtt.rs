@@ -114,6 +114,24 @@ impl MqttRow {
     }
 }
 
+/// Where `lossy-netns` is: `explicit` if given, else the shared tools next to the
+/// workspace (`../shared/tools/lossy-netns`, from the workspace or from the current
+/// directory).
+pub fn lossy_netns_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(path) = explicit {
+        return path.to_owned();
+    }
+    let candidates = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/lossy-netns"),
+        PathBuf::from("../shared/tools/lossy-netns"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .unwrap_or(&candidates[0])
+        .clone()
+}
+
 /// Why the mosquitto cells cannot run on this machine, if they cannot.
 pub fn unavailable(lossy_netns: &Path, broker: &Path) -> Option<String> {
     if !lossy_netns.is_file() {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use client::{Client, Event, UserId};
 use serde_json::Value;
+use testkit::udp_proxy::{LinkConfig, ProxyConfig, UdpProxy};
 use tokio::process::Command;
 use tokio::task::JoinSet;
 
@@ -22,7 +23,7 @@ use super::summary::{DrainSummary, DrainTally, Row};
 use crate::load::cpu::CpuMeter;
 use crate::load::message::Header;
 use crate::load::run::RunOptions;
-use crate::load::server::{DevProcess, Running, Target};
+use crate::load::server::{DevProcess, EdgeAccess, Running, Target};
 use crate::load::sweep::SweepPlan;
 
 /// Bound on each drain phase, so a broken server cannot hang a run.
@@ -219,8 +220,15 @@ fn tail(text: &str, lines: usize) -> String {
 /// Queues `messages` for a recipient who connected once before (so the core knows its
 /// device and commits each message to disk before `Accepted`) and is now offline, then
 /// reconnects it and times until every message has been shown once, in order — on a
-/// fresh server started from `target`.
-pub async fn drain(target: &Target, messages: u64, size: usize) -> Result<DrainSummary> {
+/// fresh server started from `target`. With a `delay`, every client reaches the edge
+/// through a UDP proxy that holds each datagram that long, each way (a player's
+/// round trip of twice the delay; the edge↔core link is not delayed).
+pub async fn drain(
+    target: &Target,
+    messages: u64,
+    size: usize,
+    delay: Duration,
+) -> Result<DrainSummary> {
     if matches!(target, Target::Dev { .. }) && messages > DEV_INBOX_MAX {
         bail!(
             "quichat dev keeps at most {DEV_INBOX_MAX} undelivered messages per recipient \
@@ -228,12 +236,48 @@ pub async fn drain(target: &Target, messages: u64, size: usize) -> Result<DrainS
         );
     }
     let running = target.start().await?;
-    let result = drain_on(&running, messages, size).await;
+    let result = drain_on(&running, messages, size, delay).await;
     running.shutdown().await;
     result
 }
 
-async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<DrainSummary> {
+async fn drain_on(
+    running: &Running,
+    messages: u64,
+    size: usize,
+    delay: Duration,
+) -> Result<DrainSummary> {
+    let mut edge = running
+        .edges
+        .first()
+        .cloned()
+        .context("the server has no edge")?;
+    let proxy = if delay.is_zero() {
+        None
+    } else {
+        let link = LinkConfig {
+            delay,
+            ..LinkConfig::default()
+        };
+        let proxy = UdpProxy::start(ProxyConfig::new(edge.addr).with_links(link))
+            .await
+            .context("starting the delaying UDP proxy")?;
+        edge.addr = proxy.local_addr();
+        Some(proxy)
+    };
+    let result = drain_through(running, &edge, messages, size).await;
+    if let Some(proxy) = proxy {
+        proxy.shutdown().await;
+    }
+    result
+}
+
+async fn drain_through(
+    running: &Running,
+    edge: &EdgeAccess,
+    messages: u64,
+    size: usize,
+) -> Result<DrainSummary> {
     let meter = CpuMeter::new(running.servers.clone());
     let recipient = UserId::new("drain-recipient")?;
     let sender = UserId::new("drain-sender")?;
@@ -243,7 +287,7 @@ async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<Drain
     // 1. The recipient's device becomes known, then goes offline.
     let (client, _events) = timed(
         "first connect",
-        Client::connect(running.client_config(0, &recipient, RECIPIENT_DEVICE)?),
+        Client::connect(edge.client_config(&recipient, RECIPIENT_DEVICE)?),
     )
     .await?;
     client.close().await;
@@ -252,7 +296,7 @@ async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<Drain
     let queue_started = Instant::now();
     let (client, _sender_events) = timed(
         "sender connect",
-        Client::connect(running.client_config(0, &sender, SENDER_DEVICE)?),
+        Client::connect(edge.client_config(&sender, SENDER_DEVICE)?),
     )
     .await?;
     timed("queueing", async {
@@ -284,7 +328,7 @@ async fn drain_on(running: &Running, messages: u64, size: usize) -> Result<Drain
     let started = Instant::now();
     let (client, mut events) = timed(
         "reconnect",
-        Client::connect(running.client_config(0, &recipient, RECIPIENT_DEVICE)?),
+        Client::connect(edge.client_config(&recipient, RECIPIENT_DEVICE)?),
     )
     .await?;
     let mut summary = DrainSummary {
@@ -355,13 +399,31 @@ mod tests {
             edges: 1,
             link_linger_us: None,
         };
-        let summary = drain(&target, 300, 64).await.unwrap();
+        let summary = drain(&target, 300, 64, Duration::ZERO).await.unwrap();
         assert!(summary.is_clean(), "{summary:?}");
         assert_eq!(
             (summary.system.as_str(), summary.received),
             ("quichat", 300)
         );
         summary.assert_timeline_and_cpu();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drain_over_a_delayed_path_waits_a_round_trip_per_exchange_and_loses_nothing() {
+        // Through the delaying proxy: the backlog still arrives whole and in order, and
+        // the reconnect takes at least its two round trips (the QUIC handshake, then
+        // `Hello` → `Welcome`; about a millisecond on loopback), so the delay is on the
+        // path each way.
+        let target = Target::InProcess {
+            edges: 1,
+            link_linger_us: None,
+        };
+        let delay = Duration::from_millis(20);
+        let summary = drain(&target, 300, 64, delay).await.unwrap();
+        assert!(summary.is_clean(), "{summary:?}");
+        assert_eq!(summary.received, 300);
+        summary.assert_timeline_and_cpu();
+        assert!(summary.connect_ms >= 4.0 * 20.0, "{summary:?}");
     }
 
     #[tokio::test]
@@ -372,7 +434,9 @@ mod tests {
             link_linger_us: None,
             threads: None,
         };
-        let error = drain(&target, DEV_INBOX_MAX + 1, 64).await.unwrap_err();
+        let error = drain(&target, DEV_INBOX_MAX + 1, 64, Duration::ZERO)
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("inbox_max"), "{error}");
     }
 
