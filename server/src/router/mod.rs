@@ -183,6 +183,8 @@ pub struct RouterConfig {
     /// beyond it: a device catching up on a large backlog receives it as fast as it
     /// acknowledges, instead of in bursts its edge would have to drop it for (an edge
     /// closes a client whose queue overflows). Keep it below the edge's per-client queue.
+    /// The next page is read once a whole page fits in the window again (a window
+    /// smaller than a page sends pages of the window's size).
     pub replay_window: usize,
     /// How often the accumulating batch carries an expiry pass.
     pub expire_interval: Duration,
