@@ -634,6 +634,11 @@ async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
     // mosquitto's side of the delay: every TCP packet in this namespace (only the MQTT
     // clients and the broker use TCP here), each way.
     let tcp_delay = if ctx.args.in_netns && ctx.runs_mosquitto() && !ctx.drain_delay().is_zero() {
+        // The rule holds every TCP packet of the namespace: never add it to a machine's
+        // own (a hand-typed `--in-netns`).
+        if !only_loopback()? {
+            bail!("--in-netns outside a namespace of its own: it has interfaces besides lo");
+        }
         Some(TcpDelay::start(TCP_DELAY_QUEUE, ctx.drain_delay())?)
     } else {
         None
@@ -653,6 +658,19 @@ async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
         value["tcp_delay"] = json!(stats);
     }
     Ok((value, unclean))
+}
+
+/// Whether this process's network namespace has no interface but loopback, as the one
+/// lossy-netns makes.
+fn only_loopback() -> Result<bool> {
+    let dev =
+        std::fs::read_to_string("/proc/self/net/dev").context("reading /proc/self/net/dev")?;
+    // Two header lines, then one line per interface: `name: counters…`.
+    Ok(dev
+        .lines()
+        .skip(2)
+        .filter_map(|line| line.split(':').next())
+        .all(|name| name.trim() == "lo"))
 }
 
 /// Moves this run into a network namespace made by lossy-netns (no loss), where it may

@@ -227,8 +227,9 @@ struct RecordTail {
 }
 
 /// Like [`decode`], with the message kept in its encoding: the record's first bytes, read
-/// in place (see [`EncodedMessage::take_from`]). Accepts and refuses the records `decode`
-/// does.
+/// in place (see [`EncodedMessage::take_from`]). Refuses what `decode` refuses, and also a
+/// message over the protocol's size ceilings, which the core never stores (the edge
+/// checks each message against them before it reaches the core).
 fn decode_encoded(
     user: &str,
     id: u64,
