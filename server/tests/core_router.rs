@@ -175,6 +175,16 @@ impl Harness {
         self.drain_outputs();
     }
 
+    /// Connects Alice's and Bob's edges (four lanes of 1,024 each) and submits `texts`
+    /// from Alice to Bob, who has no session: the backlog a replay test starts from.
+    fn queue_for_offline_bob(&mut self, texts: impl IntoIterator<Item = String>) {
+        self.connect(ALICE_EDGE, 4, 1024);
+        self.connect(BOB_EDGE, 4, 1024);
+        for text in texts {
+            self.submit("alice", "bob", &text);
+        }
+    }
+
     /// Submits a message from `from` (at ALICE_EDGE/ALICE) and returns its key.
     fn submit(&mut self, from: &str, to: &str, text: &str) -> SenderKey {
         self.next_counter += 1;
@@ -515,11 +525,7 @@ fn replay_waits_for_acknowledgements_beyond_the_window() {
         replay_window: 5,
         ..config()
     });
-    h.connect(ALICE_EDGE, 4, 1024);
-    h.connect(BOB_EDGE, 4, 1024);
-    for i in 0..12 {
-        h.submit("alice", "bob", &format!("m{i:02}"));
-    }
+    h.queue_for_offline_bob((0..12).map(|i| format!("m{i:02}")));
     h.attach(BOB_EDGE, BOB, "bob", 1);
     let mut got = deliveries_to(&h.take_log(BOB_EDGE), BOB);
     // As many whole pages as fit the window: one page of 4 (a second would overrun it).
@@ -667,11 +673,7 @@ fn a_full_inbox_rejects_with_inbox_full_until_messages_are_delivered() {
         inbox_max: 3,
         ..config()
     });
-    h.connect(ALICE_EDGE, 4, 1024);
-    h.connect(BOB_EDGE, 4, 1024);
-    for i in 0..3 {
-        h.submit("alice", "bob", &format!("m{i}"));
-    }
+    h.queue_for_offline_bob((0..3).map(|i| format!("m{i}")));
     assert_eq!(accepted(&h.take_log(ALICE_EDGE)).len(), 3);
     let refused = h.submit("alice", "bob", "one too many");
     assert_eq!(
@@ -1152,11 +1154,7 @@ fn a_replay_pump_sends_one_page_then_lets_the_driver_go_on() {
         replay_headroom: 0,
         ..config()
     });
-    h.connect(ALICE_EDGE, 4, 1024);
-    h.connect(BOB_EDGE, 4, 1024);
-    for i in 0..5 {
-        h.submit("alice", "bob", &format!("m{i}"));
-    }
+    h.queue_for_offline_bob((0..5).map(|i| format!("m{i}")));
     h.attach_unpumped(BOB_EDGE, BOB, "bob", 1);
     h.pump_once();
     assert_eq!(texts(&h.delivered(BOB_EDGE, BOB)), vec!["m0", "m1"]);
@@ -1321,11 +1319,7 @@ fn a_stored_delivery_refused_by_a_full_lane_comes_again_in_order() {
         replay_headroom: 0,
         ..config()
     });
-    h.connect(ALICE_EDGE, 4, 1024);
-    h.connect(BOB_EDGE, 4, 1024);
-    for i in 0..4 {
-        h.submit("alice", "bob", &format!("m{i}"));
-    }
+    h.queue_for_offline_bob((0..4).map(|i| format!("m{i}")));
     assert_eq!(
         h.stored("bob", 1).len(),
         4,
@@ -1369,11 +1363,7 @@ fn replay_waits_until_a_whole_page_fits_the_window_again() {
         replay_window: 8,
         ..config()
     });
-    h.connect(ALICE_EDGE, 4, 1024);
-    h.connect(BOB_EDGE, 4, 1024);
-    for i in 0..14 {
-        h.submit("alice", "bob", &format!("m{i:02}"));
-    }
+    h.queue_for_offline_bob((0..14).map(|i| format!("m{i:02}")));
     h.attach(BOB_EDGE, BOB, "bob", 1);
     let first = deliveries_to(&h.take_log(BOB_EDGE), BOB);
     assert_eq!(first.len(), 8, "two pages fill the window");
