@@ -178,6 +178,13 @@ struct Args {
     quichat_load_args: Vec<String>,
 }
 
+impl Args {
+    /// Whether any mosquitto variant runs.
+    fn runs_mosquitto(&self) -> bool {
+        self.systems.iter().any(|s| s.transport().is_some())
+    }
+}
+
 /// A system under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum System {
@@ -224,11 +231,6 @@ impl Context {
     /// The delay on each client↔server path of the drain, each way.
     fn drain_delay(&self) -> Duration {
         Duration::from_millis(self.args.drain_delay_ms)
-    }
-
-    /// Whether any mosquitto variant runs.
-    fn runs_mosquitto(&self) -> bool {
-        self.args.systems.iter().any(|s| s.transport().is_some())
     }
 
     /// The load options at `rate`, as `quichat-load` takes them.
@@ -370,8 +372,6 @@ async fn main_async(mut args: Args) -> Result<ExitCode> {
     if args.systems.is_empty() {
         bail!("--systems is empty");
     }
-    let delays_mosquitto =
-        args.drain_delay_ms > 0 && args.systems.iter().any(|s| s.transport().is_some());
     if args.drain_delay_ms > 0 {
         if args.rate.is_some() || args.sweep || args.drain.is_none() {
             bail!(
@@ -379,7 +379,7 @@ async fn main_async(mut args: Args) -> Result<ExitCode> {
                  --sweep or --smoke"
             );
         }
-        if delays_mosquitto && !args.in_netns {
+        if args.runs_mosquitto() && !args.in_netns {
             return rerun_in_namespace(&args).await;
         }
     }
@@ -633,16 +633,17 @@ async fn sweep(ctx: &Context) -> Result<(Value, Vec<String>)> {
 async fn drains(ctx: &Context, messages: u64) -> Result<(Value, Vec<String>)> {
     // mosquitto's side of the delay: every TCP packet in this namespace (only the MQTT
     // clients and the broker use TCP here), each way.
-    let tcp_delay = if ctx.args.in_netns && ctx.runs_mosquitto() && !ctx.drain_delay().is_zero() {
-        // The rule holds every TCP packet of the namespace: never add it to a machine's
-        // own (a hand-typed `--in-netns`).
-        if !only_loopback()? {
-            bail!("--in-netns outside a namespace of its own: it has interfaces besides lo");
-        }
-        Some(TcpDelay::start(TCP_DELAY_QUEUE, ctx.drain_delay())?)
-    } else {
-        None
-    };
+    let tcp_delay =
+        if ctx.args.in_netns && ctx.args.runs_mosquitto() && !ctx.drain_delay().is_zero() {
+            // The rule holds every TCP packet of the namespace: never add it to a machine's
+            // own (a hand-typed `--in-netns`).
+            if !only_loopback()? {
+                bail!("--in-netns outside a namespace of its own: it has interfaces besides lo");
+            }
+            Some(TcpDelay::start(TCP_DELAY_QUEUE, ctx.drain_delay())?)
+        } else {
+            None
+        };
     let result = drain_rounds(ctx, messages).await;
     let delayed = match tcp_delay {
         Some(delay) => Some(delay.stop()?),
