@@ -47,7 +47,7 @@ impl Shared {
     }
 
     pub(crate) fn ack(&self, id: MessageId) {
-        {
+        let first = {
             let mut acks = lock(&self.acks);
             if acks.len() < ACK_BUFFER_MAX {
                 acks.push(id);
@@ -57,8 +57,14 @@ impl Shared {
                     "acknowledgement buffer full; the message will be replayed"
                 );
             }
+            acks.len() == 1
+        };
+        // Only the first acknowledgement into an empty buffer wakes the driver: it takes
+        // the whole buffer when it runs, so later ones ride on that wake. One pushed
+        // after the driver took the buffer finds it empty and wakes it again.
+        if first {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
     }
 
     pub(crate) fn take_acks(&self) -> Vec<MessageId> {

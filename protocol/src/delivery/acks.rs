@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::ids::{IdRange, MessageId, ranges_from_ids};
+use crate::ids::{IdRange, MessageId};
 use crate::limits::ACK_RANGES_MAX;
 
 /// Most ids remembered as "shown but not yet acknowledged". With `auto_ack` these are
@@ -23,8 +23,9 @@ pub(crate) struct Acks {
     /// copy of one of these is *not* acknowledged on the duplicate's behalf: the game
     /// has not finished with it, and acknowledging would let the core delete it.
     held: BTreeSet<MessageId>,
-    /// Acknowledgements to transmit.
-    pending: BTreeSet<MessageId>,
+    /// Acknowledgements to transmit, in the order the game gave them (nearly sorted:
+    /// sorting them when a frame is built is cheaper than keeping a tree of them).
+    pending: Vec<MessageId>,
 }
 
 impl Acks {
@@ -45,7 +46,7 @@ impl Acks {
     pub(crate) fn ack(&mut self, id: MessageId) {
         self.held.remove(&id);
         if self.pending.len() < PENDING_ACK_IDS_MAX {
-            self.pending.insert(id);
+            self.pending.push(id);
         }
     }
 
@@ -56,13 +57,20 @@ impl Acks {
     /// Takes the lowest pending ids that fit in one frame, as at most
     /// [`ACK_RANGES_MAX`] sorted ranges.
     pub(crate) fn take_ranges(&mut self) -> Vec<IdRange> {
-        let mut ranges = ranges_from_ids(self.pending.iter().copied());
-        ranges.truncate(ACK_RANGES_MAX);
-        match ranges.last().map(|r| r.last.0.checked_add(1)) {
-            Some(Some(next)) => self.pending = self.pending.split_off(&MessageId(next)),
-            // The last range ends at `u64::MAX` (or there are none): everything was taken.
-            _ => self.pending.clear(),
+        self.pending.sort_unstable();
+        self.pending.dedup();
+        let mut ranges: Vec<IdRange> = Vec::new();
+        let mut taken = 0;
+        for &id in &self.pending {
+            let full = ranges.len() == ACK_RANGES_MAX;
+            match ranges.last_mut() {
+                Some(last) if last.last.0.checked_add(1) == Some(id.0) => last.last = id,
+                _ if full => break,
+                _ => ranges.push(IdRange::single(id)),
+            }
+            taken += 1;
         }
+        self.pending.drain(..taken);
         ranges
     }
 }
@@ -84,6 +92,37 @@ mod tests {
         let second = acks.take_ranges();
         assert_eq!(second.len(), 10);
         assert_eq!(second[0].first, MessageId(ACK_RANGES_MAX as u64 * 2));
+        assert!(!acks.has_pending());
+    }
+
+    #[test]
+    fn acknowledgements_given_out_of_order_and_twice_leave_as_sorted_merged_ranges() {
+        // The game may acknowledge in any order, and a duplicate's automatic ack may
+        // repeat one the game gave: the edge must get sorted, disjoint ranges, each id once.
+        let mut acks = Acks::default();
+        for id in [9, 3, 4, 12, 3, 10, 5, 11, 1] {
+            acks.ack(MessageId(id));
+        }
+        let ranges = acks.take_ranges();
+        let as_pairs: Vec<(u64, u64)> = ranges.iter().map(|r| (r.first.0, r.last.0)).collect();
+        assert_eq!(as_pairs, vec![(1, 1), (3, 5), (9, 12)]);
+        assert!(!acks.has_pending());
+    }
+
+    #[test]
+    fn what_does_not_fit_in_a_frame_stays_for_the_next_one_in_order() {
+        let mut acks = Acks::default();
+        // Every other id from the top down: each its own range, given highest first.
+        let count = ACK_RANGES_MAX as u64 + 3;
+        for i in (0..count).rev() {
+            acks.ack(MessageId(i * 2));
+        }
+        assert_eq!(acks.take_ranges().len(), ACK_RANGES_MAX);
+        // An id below everything left, given now, goes in the next frame with the rest.
+        acks.ack(MessageId(1));
+        let next: Vec<u64> = acks.take_ranges().iter().map(|r| r.first.0).collect();
+        let highest = (count - 1) * 2;
+        assert_eq!(next, vec![1, highest - 4, highest - 2, highest]);
         assert!(!acks.has_pending());
     }
 
