@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::DURABILITY_NOTE;
-use super::summary::{DrainSummary, Row};
+use super::summary::{DrainSummary, Row, SETTLE};
 
 /// quichat divided by one mosquitto variant, at one offered rate.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -229,7 +229,7 @@ pub fn drain_table(
     let _ = writeln!(out, "offline drain of {messages} messages");
     let _ = writeln!(
         out,
-        "{:>5} {:<14} {:>10} {:>9} {:>10} {:>11} {:>10} {:>9} {:>4} {:>4} {:>12} {:>12}",
+        "{:>5} {:<14} {:>10} {:>9} {:>10} {:>11} {:>10} {:>9} {:>4} {:>4} {:>12} {:>12} {:>14}",
         "round",
         "system",
         "connect ms",
@@ -241,12 +241,13 @@ pub fn drain_table(
         "dup",
         "ooo",
         "srv CPU ms",
-        "client CPU ms"
+        "client CPU ms",
+        "srv settled ms"
     );
     for r in runs {
         let _ = writeln!(
             out,
-            "{:>5} {:<14} {:>10.1} {:>9.1} {:>10.1} {:>11.1} {:>10.0} {:>9} {:>4} {:>4} {:>12} {:>12}",
+            "{:>5} {:<14} {:>10.1} {:>9.1} {:>10.1} {:>11.1} {:>10.0} {:>9} {:>4} {:>4} {:>12} {:>12} {:>14}",
             r.round,
             r.system,
             r.connect_ms,
@@ -258,7 +259,8 @@ pub fn drain_table(
             r.duplicates,
             r.out_of_order,
             num(r.server_cpu_ms, 1),
-            num(r.client_cpu_ms, 1)
+            num(r.client_cpu_ms, 1),
+            num(r.server_cpu_settled_ms, 1)
         );
     }
     for q in ratios {
@@ -283,6 +285,13 @@ pub fn drain_table(
             times(s.max)
         );
     }
+    let _ = writeln!(
+        out,
+        "note: srv settled: the server's CPU from the reconnect until {} ms after the \
+         client left, less its idle CPU over as long (work the drain left behind \
+         included)",
+        SETTLE.as_millis()
+    );
     let _ = writeln!(out, "note: {DURABILITY_NOTE}");
     out
 }

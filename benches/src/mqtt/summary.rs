@@ -6,12 +6,13 @@
 //! needs from that JSON, so both sides go through one parser with the same field names.
 //! [`DrainSummary`] is the offline drain.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::load::cpu::{CpuMeter, CpuUsage};
 use crate::load::tally::SeqSet;
 
 /// Latency percentiles, µs.
@@ -159,6 +160,63 @@ pub struct DrainSummary {
     /// CPU the benchmark process spent during the drain, ms: the reconnecting client
     /// (quichat's client library or rumqttc) and the tally.
     pub client_cpu_ms: Option<f64>,
+    /// CPU the server spent on the drain including what it did after the last message,
+    /// ms: from the reconnect until [`SETTLE`] after the client left, less the server's
+    /// idle CPU over as long. It counts work a drain leaves behind, such as quichat's
+    /// deletion of the acknowledged messages, committed up to 50 ms after the
+    /// acknowledgements: a drain shorter than that leaves nearly all of it outside
+    /// `server_cpu_ms`, a drain over a slow path nearly none.
+    pub server_cpu_settled_ms: Option<f64>,
+    /// The server's CPU while idle, ms per second, measured over [`IDLE_PROBE`] after
+    /// the settled figure was read (what `server_cpu_settled_ms` leaves out).
+    pub server_idle_ms_per_s: Option<f64>,
+}
+
+/// How long the server is watched after the drain's client has left, for the work the
+/// drain left behind: several times quichat's 50 ms acknowledgement commit delay, so a
+/// slow commit still falls inside.
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// How long the idle server is watched after the drain has settled, for its idle CPU.
+pub const IDLE_PROBE: Duration = Duration::from_millis(300);
+
+/// A server's CPU rate while idle (timers, housekeeping), to take out of a window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct IdleRate {
+    /// Server CPU seconds per wall-clock second.
+    per_wall_second: f64,
+}
+
+impl IdleRate {
+    /// Watches the idle server for [`IDLE_PROBE`].
+    pub(crate) async fn measure(meter: &CpuMeter) -> Result<Self> {
+        let before = meter.sample()?;
+        tokio::time::sleep(IDLE_PROBE).await;
+        Ok(Self::from_usage(&meter.sample()?.since(&before)))
+    }
+
+    fn from_usage(usage: &CpuUsage) -> Self {
+        let wall = usage.wall.as_secs_f64();
+        Self {
+            per_wall_second: if wall > 0.0 {
+                usage.server.as_secs_f64() / wall
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// ms of server CPU per second.
+    pub(crate) fn ms_per_s(self) -> f64 {
+        self.per_wall_second * 1e3
+    }
+
+    /// The server's CPU in `usage` beyond what it spends idle over as long, ms (never
+    /// below zero: an idle rate measured in a busier moment cannot make work negative).
+    pub(crate) fn beyond_idle_ms(self, usage: &CpuUsage) -> f64 {
+        let idle = self.per_wall_second * usage.wall.as_secs_f64();
+        ((usage.server.as_secs_f64() - idle) * 1e3).max(0.0)
+    }
 }
 
 impl DrainSummary {
@@ -175,6 +233,14 @@ impl DrainSummary {
         assert!(self.first_ms <= self.drain_ms, "{self:?}");
         assert!(self.server_cpu_ms.is_some_and(|ms| ms > 0.0), "{self:?}");
         assert!(self.client_cpu_ms.is_some_and(|ms| ms > 0.0), "{self:?}");
+        assert!(
+            self.server_cpu_settled_ms.is_some_and(f64::is_finite),
+            "{self:?}"
+        );
+        assert!(
+            self.server_idle_ms_per_s.is_some_and(|ms| ms >= 0.0),
+            "{self:?}"
+        );
     }
 }
 
@@ -233,6 +299,31 @@ fn ms(d: std::time::Duration) -> f64 {
 mod tests {
     use super::*;
     use crate::load::summary::{CpuSummary, Percentiles, Summary};
+
+    fn usage(wall_ms: u64, server_ms: u64) -> CpuUsage {
+        CpuUsage {
+            wall: Duration::from_millis(wall_ms),
+            server: Duration::from_millis(server_ms),
+            per_server: vec![Duration::from_millis(server_ms)],
+            load_generator: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_settled_figure_is_the_servers_cpu_beyond_its_idle_rate() {
+        // Idle at 8 ms per second; a 500 ms window with 50 ms of CPU held 46 ms of work.
+        let idle = IdleRate {
+            per_wall_second: 0.008,
+        };
+        assert!((idle.ms_per_s() - 8.0).abs() < 1e-9);
+        assert!((idle.beyond_idle_ms(&usage(500, 50)) - 46.0).abs() < 1e-9);
+        // Less than idle (the probe caught a busier moment): no work, not negative work.
+        assert_eq!(idle.beyond_idle_ms(&usage(1000, 3)), 0.0);
+        // The rate is CPU over wall time; an empty window reads as idle, not as a NaN.
+        let from = IdleRate::from_usage(&usage(250, 2));
+        assert!((from.ms_per_s() - 8.0).abs() < 1e-9);
+        assert_eq!(IdleRate::from_usage(&usage(0, 2)).ms_per_s(), 0.0);
+    }
 
     #[test]
     fn the_drain_tally_counts_each_message_once_and_notes_disorder() {
