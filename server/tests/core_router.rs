@@ -50,10 +50,11 @@ fn delayed_config() -> RouterConfig {
     }
 }
 
-/// A store that fails commits on cue, to play a disk error.
+/// A store that fails commits or replay reads on cue, to play a disk error.
 struct FlakyStore {
     inner: MemStore,
     fail_commits: AtomicBool,
+    fail_reads: AtomicBool,
 }
 
 impl LogStore for FlakyStore {
@@ -74,6 +75,9 @@ impl LogStore for FlakyStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Read("sector not found".into()));
+        }
         self.inner.replay(user, device, after, limit, now_ms)
     }
     fn reserved_ids_through(&self) -> Result<u64, StoreError> {
@@ -111,6 +115,7 @@ impl Harness {
                 device_ttl_ms: config.ttl_ms,
             }),
             fail_commits: AtomicBool::new(false),
+            fail_reads: AtomicBool::new(false),
         });
         Self::on_store(config, store)
     }
@@ -212,7 +217,7 @@ impl Harness {
 
     fn advance(&mut self, d: Duration) {
         self.now = self.now.after(d);
-        self.router.handle_tick(self.now);
+        self.router.handle_timeout(self.now);
         self.drive();
     }
 
@@ -1194,6 +1199,94 @@ fn a_replay_page_of_messages_acknowledged_since_does_not_use_up_the_pump() {
     assert_eq!(
         texts(&h.delivered(BOB_EDGE, SessionId(201))),
         vec!["unseen 1", "unseen 2"]
+    );
+}
+
+#[test]
+fn replay_reads_that_skip_a_whole_budget_ask_the_driver_back_at_once() {
+    // More pages of messages acknowledged since than one pump may read: the pump ends
+    // having sent nothing, so no lane's writer will wake the driver. The router must ask
+    // for an immediate call instead of leaving the rest to its next expiry pass.
+    let mut h = Harness::new(RouterConfig {
+        replay_page: 2,
+        replay_headroom: 0,
+        ..delayed_config()
+    });
+    h.connect(ALICE_EDGE, 4, 1024);
+    h.connect(BOB_EDGE, 4, 1024);
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    // The default budget reads 8 pages per pump; 9 pages of seen messages exceed it.
+    let seen = 18;
+    for i in 0..seen {
+        h.submit("alice", "bob", &format!("seen {i}"));
+    }
+    for text in ["unseen 1", "unseen 2"] {
+        h.submit("alice", "bob", text);
+    }
+    let got = h.delivered(BOB_EDGE, BOB);
+    h.advance(Duration::from_millis(10));
+    assert_eq!(
+        h.stored("bob", 1).len(),
+        seen + 2,
+        "on disk, unacknowledged"
+    );
+    let acked: Vec<MessageId> = got[..seen].iter().map(|m| m.id).collect();
+    h.ack(BOB_EDGE, BOB, &acked);
+    h.frame(BOB_EDGE, EdgeFrame::Detach { session: BOB });
+    h.attach_unpumped(BOB_EDGE, SessionId(201), "bob", 1);
+
+    h.pump_once();
+    assert!(h.delivered(BOB_EDGE, SessionId(201)).is_empty());
+    assert!(h.router.replay_waiting());
+    assert!(
+        h.router
+            .poll_timeout()
+            .is_some_and(|at| at <= h.now.instant),
+        "the driver must come back at once: {:?}",
+        h.router.poll_timeout()
+    );
+    h.router.handle_timeout(h.now);
+    h.pump_once();
+    assert_eq!(
+        texts(&h.delivered(BOB_EDGE, SessionId(201))),
+        vec!["unseen 1", "unseen 2"]
+    );
+}
+
+#[test]
+fn a_failed_replay_read_is_retried_when_the_router_asks_to_be_woken() {
+    // The disk fails a read while Bob catches up. Nothing is lost and nothing waits for
+    // the next expiry pass: the router names a retry time, and at it the backlog comes.
+    let mut h = Harness::new(config());
+    h.queue_for_offline_bob((0..3).map(|i| format!("m{i}")));
+    h.store.fail_reads.store(true, Ordering::SeqCst);
+    h.attach(BOB_EDGE, BOB, "bob", 1);
+    assert!(deliveries_to(&h.take_log(BOB_EDGE), BOB).is_empty());
+    assert!(h.router.replay_waiting());
+    let retry = h.router.poll_timeout().expect("a retry time");
+    assert!(retry > h.now.instant, "not at once: the store just failed");
+    assert!(retry <= h.now.instant + config().commit_retry);
+
+    h.store.fail_reads.store(false, Ordering::SeqCst);
+    h.advance(retry - h.now.instant);
+    let got = deliveries_to(&h.take_log(BOB_EDGE), BOB);
+    assert_eq!(texts(&got), vec!["m0", "m1", "m2"]);
+}
+
+#[test]
+fn an_idle_router_asks_to_be_woken_only_for_its_next_expiry_pass() {
+    // No 50 ms tick: with nothing waiting, the driver sleeps until the expiry pass.
+    let mut h = alice_and_bob(delayed_config());
+    let key = h.submit("alice", "bob", "hi");
+    let got = h.delivered(BOB_EDGE, BOB);
+    h.ack(BOB_EDGE, BOB, &[got[0].id]);
+    assert_eq!(accepted(&h.take_log(ALICE_EDGE)), vec![(key, got[0].id)]);
+    // Past every commit and acknowledgement delay: everything is settled.
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.router.batch_deadline(), None);
+    assert_eq!(
+        h.router.poll_timeout(),
+        Some(h.now.instant + RouterConfig::default().expire_interval)
     );
 }
 

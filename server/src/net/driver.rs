@@ -1,7 +1,8 @@
 //! The router task: the short loop that drives the sans-IO [`Router`].
 //!
 //! It waits for the next event — an edge input, a finished commit, room on an edge's
-//! lanes while replay waits for it, a tick, shutdown — hands it to the router, then does
+//! lanes while replay waits for it, the router's timeout, shutdown — hands it to the
+//! router, then does
 //! what the router asks: queue frames on edge streams without waiting (a full lane is
 //! reported back, never awaited), close edges, pump replay while lanes have room, and
 //! give the next batch to the writer. While replay is waiting it yields between turns,
@@ -18,10 +19,8 @@ use transport::{FrameSender, LaneSenders, TrySendError};
 use super::writer::Writer;
 use crate::router::{Channel, EdgeId, Now, Output, Router};
 
-/// How often the router ticks: expiry scheduling, commit retries, and replay that could
-/// not go on otherwise (a failed store read). Replay waiting for lane room goes on when
-/// the link's writer takes frames (`Driver::room`).
-const TICK: Duration = Duration::from_millis(50);
+/// While a clean shutdown flushes, how long it waits before trying a failed commit again.
+const FLUSH_RETRY_WAIT: Duration = Duration::from_millis(50);
 /// Most commits a clean shutdown waits for while flushing (a failing disk must not hang
 /// shutdown forever).
 const FLUSH_COMMITS_MAX: usize = 20;
@@ -87,8 +86,9 @@ impl Driver {
         mut inputs: mpsc::Receiver<Input>,
         mut shutdown: oneshot::Receiver<()>,
     ) -> Writer {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first expiry pass, for what aged while the core was down; from then on the
+        // router says when it wants the next call (`poll_timeout`): an idle core sleeps.
+        self.router.handle_timeout(now());
         loop {
             tokio::select! {
                 biased;
@@ -104,11 +104,11 @@ impl Driver {
                     Some(input) => self.handle_input(input),
                     None => break,
                 },
-                _ = tick.tick() => self.router.handle_tick(now()),
                 // Lanes drained while sessions wait to replay: `step` pumps them.
                 _ = self.room.notified(), if self.router.replay_waiting() => {}
-                // The accumulating batch's commit delay ran out: `step` hands it over.
-                _ = sleep_until(self.router.batch_deadline()) => {}
+                // A batch's delay or back-off ran out (`step` hands it over), a failed
+                // replay read is due again (`step` pumps), or the expiry pass is due.
+                _ = sleep_until(self.router.poll_timeout()) => self.router.handle_timeout(now()),
             }
             if !self.step() {
                 break;
@@ -262,7 +262,7 @@ impl Driver {
                 }
             } else {
                 // A failed commit waits for its retry time.
-                tokio::time::sleep(TICK).await;
+                tokio::time::sleep(FLUSH_RETRY_WAIT).await;
             }
         }
         tracing::error!("shutdown gave up flushing: the store keeps failing");

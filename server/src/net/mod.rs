@@ -4,7 +4,7 @@
 //! ```text
 //!  edge conn ─ readers ─┐  (bounded: readers wait)   ┌─ try_send ─► edge lanes / control
 //!  edge conn ─ readers ─┼──► router task: Router ────┤
-//!                       │    (+ tick)                └─ WriteBatch ─► writer thread ─► redb
+//!                       │    (+ timeout)             └─ WriteBatch ─► writer thread ─► redb
 //!                       └──────────────◄──── commit outcome ◄────────┘
 //! ```
 //!

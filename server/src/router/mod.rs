@@ -7,8 +7,11 @@
 //! ```text
 //!  edge connected / frame / gone ─┐                  ┌─► poll_output: (edge, lane|control, CoreFrame)
 //!  commit finished (outcome)  ────┼─► Router ────────┤       or close an edge
-//!  tick / send_full / pump_replay ┘   (reads store)  └─► poll_batch: the next WriteBatch
+//!  timeout / send_full / pump_replay ┘ (reads store) └─► poll_batch: the next WriteBatch
 //! ```
+//!
+//! Like quinn-proto it tells the driver when to come back ([`Router::poll_timeout`])
+//! instead of being ticked: an idle core sleeps until its next expiry pass.
 //!
 //! It reads the [`LogStore`] directly (user state, replay pages, the id reservation): redb
 //! serves reads from a snapshot, without waiting for the writer. All writes leave as
@@ -22,7 +25,7 @@
 //! - `commit`: group commit, double-buffered: one batch committing, one accumulating.
 //! - `replay`: paging a session through the store and the pending overlay, and sessions
 //!   that fell behind (a full lane) catching up.
-//! - `upkeep`: the periodic work of a tick (expiry, device ageing, forgetting idle users).
+//! - `upkeep`: the periodic work (expiry, device ageing, forgetting idle users).
 //!
 //! # Invariants
 //! - Ids increase in the order messages are accepted, and batches commit in order, so
@@ -198,6 +201,8 @@ pub struct RouterConfig {
     /// (reloaded from the store on next use).
     pub user_idle: Duration,
     /// Wait after a failed commit before retrying; doubles per failure, capped at 32x.
+    /// A failed replay read is retried after it too (without doubling: the next input
+    /// retries it anyway).
     pub commit_retry: Duration,
     /// How long the accumulating batch waits for acknowledgements before it is handed to
     /// the writer (see the `commit` module): messages every device acknowledges in that
@@ -274,8 +279,10 @@ pub struct Router {
     outbox: VecDeque<Output>,
     /// Counters.
     counters: Arc<Counters>,
-    /// When the next expiry pass is due (`None`: at the first tick).
+    /// When the next expiry pass is due (`None`: at the first [`Router::handle_timeout`]).
     next_expiry: Option<Instant>,
+    /// When to read again for sessions whose replay read failed (`None`: none did).
+    replay_retry_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Router {
@@ -313,6 +320,7 @@ impl Router {
             outbox: VecDeque::new(),
             counters: Arc::new(Counters::default()),
             next_expiry: None,
+            replay_retry_at: None,
         })
     }
 
@@ -391,10 +399,25 @@ impl Router {
         self.on_commit(now, batch, result);
     }
 
-    /// Periodic work; call about every 100 ms: the expiry pass, device ageing, forgetting
-    /// idle users.
-    pub fn handle_tick(&mut self, now: Now) {
+    /// Time-driven work: call once at start, and whenever [`Router::poll_timeout`]'s
+    /// instant has passed (calling it early or late is harmless). Runs the expiry pass,
+    /// device ageing and forgetting idle users when they are due; a batch whose delay ran
+    /// out and a failed replay read's retry are then served by [`Router::poll_batch`] and
+    /// [`Router::pump_replay`], which the driver calls after every input.
+    pub fn handle_timeout(&mut self, now: Now) {
         self.upkeep(now);
+    }
+
+    /// When the driver must call [`Router::handle_timeout`] (and then poll) next, if
+    /// nothing else happens first: the accumulating batch's delay or a failed commit's
+    /// back-off ([`Router::batch_deadline`]), a failed replay read's retry, or the next
+    /// expiry pass. An idle router sleeps until its expiry pass (`expire_interval`).
+    /// `None` before the first `handle_timeout`: call it at start.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.batch_due_at(), self.replay_retry_at, self.next_expiry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The driver could not queue `output` (the lane or control stream was full). A
@@ -428,7 +451,7 @@ impl Router {
     /// Sends replay pages to sessions that are catching up, while their edge has room.
     /// `room(edge)` is the free space of the edge's fullest lane, in frames; the router
     /// is the only producer on those queues, so that much room is guaranteed. Call after
-    /// draining the outputs of each input and on every tick.
+    /// draining the outputs of each input and after every [`Router::handle_timeout`].
     pub fn pump_replay(&mut self, now: Now, room: &mut dyn FnMut(EdgeId) -> usize) {
         self.pump(now, room);
     }

@@ -43,6 +43,9 @@ enum Step {
 impl Router {
     /// Serves replaying sessions round-robin while their edges have room.
     pub(super) fn pump(&mut self, now: Now, room: &mut dyn FnMut(EdgeId) -> usize) {
+        // Every pump reads for every queued session, so a retry is only owed again if a
+        // read fails again.
+        self.replay_retry_at = None;
         let page = self.config.replay_page.max(1);
         let needed = page + self.config.replay_headroom;
         let mut left: HashMap<EdgeId, usize> = HashMap::new();
@@ -50,8 +53,8 @@ impl Router {
         let mut deferred = Vec::new();
         let mut pages = 0;
         // Pages that held only messages acknowledged since (not yet on disk) send nothing
-        // and do not count against the budget, or a replay could wait a tick per such
-        // page for a wake-up that no written frame will bring; they are bounded apart.
+        // and do not count against the budget, or a replay could wait for a wake-up that
+        // no written frame will bring; they are bounded apart.
         let mut reads = 0;
         let reads_max = self
             .config
@@ -99,13 +102,25 @@ impl Router {
                     }
                 }
                 Err(e) => {
-                    // The store could not be read; try again on a later pump.
+                    // The store could not be read; try again on a later pump, at the
+                    // latest after `commit_retry` (`poll_timeout`).
                     tracing::error!(error = %e, "replay read failed");
+                    self.replay_retry_at = Some(now.instant + self.config.commit_retry);
                     deferred.push(key);
                 }
             }
         }
         self.replay_queue.extend(deferred);
+        // Every read this pump allowed found only messages acknowledged since: no frame
+        // left, so no lane's writer will wake the driver for the rest. Ask it to come back
+        // at once (`poll_timeout`). Not after a failed read, which waits its retry time.
+        if pages == 0
+            && reads >= reads_max
+            && self.replay_retry_at.is_none()
+            && !self.replay_queue.is_empty()
+        {
+            self.replay_retry_at = Some(now.instant);
+        }
     }
 
     /// Sends one page to a replaying session. Returns the frames sent and what the

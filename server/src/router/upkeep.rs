@@ -1,4 +1,5 @@
-//! Periodic work done on ticks.
+//! Periodic work, done when `next_expiry` comes (the driver wakes for it through
+//! `Router::poll_timeout`).
 //!
 //! - **Expiry**: at most once per `expire_interval`, the accumulating batch carries
 //!   `expire_before_ms = now`, so the store deletes expired messages and forgets devices
