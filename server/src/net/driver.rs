@@ -2,11 +2,10 @@
 //!
 //! It waits for the next event — an edge input, a finished commit, room on an edge's
 //! lanes while replay waits for it, the router's timeout, shutdown — hands it to the
-//! router, then does
-//! what the router asks: queue frames on edge streams without waiting (a full lane is
-//! reported back, never awaited), close edges, pump replay while lanes have room, and
-//! give the next batch to the writer. While replay is waiting it yields between turns,
-//! so the frames already queued leave before more pages are read.
+//! router, then does what the router asks: queue frames on edge streams without waiting
+//! (a full lane is reported back, never awaited), close edges, pump replay while lanes
+//! have room, and give the next batch to the writer. While replay is waiting it yields
+//! between turns, so the frames already queued leave before more pages are read.
 
 use std::collections::HashMap;
 use std::sync::Arc;

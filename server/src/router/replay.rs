@@ -43,8 +43,9 @@ enum Step {
 impl Router {
     /// Serves replaying sessions round-robin while their edges have room.
     pub(super) fn pump(&mut self, now: Now, room: &mut dyn FnMut(EdgeId) -> usize) {
-        // Every pump reads for every queued session, so a retry is only owed again if a
-        // read fails again.
+        // This pump retries every queued session it reaches; one it does not reach waits
+        // behind the frames it sent (their writer wakes the driver) or behind the rule at
+        // the end. So a retry time is owed again only if a read fails again.
         self.replay_retry_at = None;
         let page = self.config.replay_page.max(1);
         let needed = page + self.config.replay_headroom;
