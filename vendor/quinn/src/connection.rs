@@ -1027,8 +1027,11 @@ impl State {
             let t = match self.buffered_transmit.take() {
                 Some(t) => t,
                 None => {
+                    // quichat patch: no reservation here. `poll_transmit` reserves room for
+                    // a full batch itself when it builds a datagram, and reserving first
+                    // made every wake-up allocate, even one with nothing to send (the
+                    // buffer is given back below).
                     self.send_buffer.clear();
-                    self.send_buffer.reserve(self.inner.current_mtu() as usize);
                     match self
                         .inner
                         .poll_transmit(now, max_datagrams, &mut self.send_buffer)
@@ -1078,6 +1081,11 @@ impl State {
             }
         }
 
+        // quichat patch: everything built was sent, so the buffer holds nothing that must
+        // survive this call. Give it back: kept, it stays at the size of the largest batch
+        // the connection ever sent (a batch of GSO segments is 10 datagrams), for the
+        // connection's whole life, idle or not.
+        self.send_buffer = Vec::new();
         Ok(false)
     }
 
