@@ -1173,11 +1173,11 @@ fn a_replay_pump_sends_one_page_then_lets_the_driver_go_on() {
     assert!(!h.router.replay_waiting());
 }
 
-#[test]
-fn a_replay_page_of_messages_acknowledged_since_does_not_use_up_the_pump() {
-    // Bob acknowledged a whole page and came back before the acknowledgements reached the
-    // disk. That page is read and skipped; the next one must still go out in the same
-    // pump, since no written frame would wake the driver for it (it would wait a tick).
+/// Pages of two, acknowledgements held back (`delayed_config`). Alice sends Bob `seen`
+/// then "unseen 1" and "unseen 2"; all reach the disk unacknowledged; Bob acknowledges
+/// `seen`, leaves, and comes back as session 201 before those acknowledgements are
+/// written. His replay is attached but not pumped yet.
+fn bob_back_before_his_acknowledgements_are_written(seen: &[String]) -> Harness {
     let mut h = Harness::new(RouterConfig {
         replay_page: 2,
         replay_headroom: 0,
@@ -1186,15 +1186,35 @@ fn a_replay_page_of_messages_acknowledged_since_does_not_use_up_the_pump() {
     h.connect(ALICE_EDGE, 4, 1024);
     h.connect(BOB_EDGE, 4, 1024);
     h.attach(BOB_EDGE, BOB, "bob", 1);
-    for text in ["seen 1", "seen 2", "unseen 1", "unseen 2"] {
+    for text in seen
+        .iter()
+        .map(String::as_str)
+        .chain(["unseen 1", "unseen 2"])
+    {
         h.submit("alice", "bob", text);
     }
     let got = h.delivered(BOB_EDGE, BOB);
     h.advance(Duration::from_millis(10));
-    assert_eq!(h.stored("bob", 1).len(), 4, "on disk, unacknowledged");
-    h.ack(BOB_EDGE, BOB, &[got[0].id, got[1].id]);
+    assert_eq!(
+        h.stored("bob", 1).len(),
+        seen.len() + 2,
+        "on disk, unacknowledged"
+    );
+    let acked: Vec<MessageId> = got[..seen.len()].iter().map(|m| m.id).collect();
+    h.ack(BOB_EDGE, BOB, &acked);
     h.frame(BOB_EDGE, EdgeFrame::Detach { session: BOB });
     h.attach_unpumped(BOB_EDGE, SessionId(201), "bob", 1);
+    h
+}
+
+#[test]
+fn a_replay_page_of_messages_acknowledged_since_does_not_use_up_the_pump() {
+    // Bob acknowledged a whole page and came back before the acknowledgements reached the
+    // disk. That page is read and skipped; the next one must still go out in the same
+    // pump, since no written frame would wake the driver for it (it would wait for
+    // the next expiry pass).
+    let seen = ["seen 1", "seen 2"].map(String::from);
+    let mut h = bob_back_before_his_acknowledgements_are_written(&seen);
     h.pump_once();
     assert_eq!(
         texts(&h.delivered(BOB_EDGE, SessionId(201))),
@@ -1207,33 +1227,9 @@ fn replay_reads_that_skip_a_whole_budget_ask_the_driver_back_at_once() {
     // More pages of messages acknowledged since than one pump may read: the pump ends
     // having sent nothing, so no lane's writer will wake the driver. The router must ask
     // for an immediate call instead of leaving the rest to its next expiry pass.
-    let mut h = Harness::new(RouterConfig {
-        replay_page: 2,
-        replay_headroom: 0,
-        ..delayed_config()
-    });
-    h.connect(ALICE_EDGE, 4, 1024);
-    h.connect(BOB_EDGE, 4, 1024);
-    h.attach(BOB_EDGE, BOB, "bob", 1);
     // The default budget reads 8 pages per pump; 9 pages of seen messages exceed it.
-    let seen = 18;
-    for i in 0..seen {
-        h.submit("alice", "bob", &format!("seen {i}"));
-    }
-    for text in ["unseen 1", "unseen 2"] {
-        h.submit("alice", "bob", text);
-    }
-    let got = h.delivered(BOB_EDGE, BOB);
-    h.advance(Duration::from_millis(10));
-    assert_eq!(
-        h.stored("bob", 1).len(),
-        seen + 2,
-        "on disk, unacknowledged"
-    );
-    let acked: Vec<MessageId> = got[..seen].iter().map(|m| m.id).collect();
-    h.ack(BOB_EDGE, BOB, &acked);
-    h.frame(BOB_EDGE, EdgeFrame::Detach { session: BOB });
-    h.attach_unpumped(BOB_EDGE, SessionId(201), "bob", 1);
+    let seen: Vec<String> = (0..18).map(|i| format!("seen {i}")).collect();
+    let mut h = bob_back_before_his_acknowledgements_are_written(&seen);
 
     h.pump_once();
     assert!(h.delivered(BOB_EDGE, SessionId(201)).is_empty());
