@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::DRAIN_IDLE_TIMEOUT;
 use super::broker::{Mosquitto, MqttTransport};
 use super::client::Endpoint;
-use super::summary::{DrainSummary, DrainTally, IdleRate, SETTLE};
+use super::summary::{DrainSummary, DrainTally};
 use crate::load::cpu::{CpuMeter, Process};
 use crate::load::message::Header;
 
@@ -132,13 +132,7 @@ pub async fn run(
         until_disconnected(&mut eventloop).await
     })
     .await;
-    tokio::time::sleep(SETTLE).await;
-    let settled = meter.sample()?.since(&cpu_before);
-    // The idle rate is read after the drain, not before: a pause before the reconnect
-    // would change how the drain starts from every earlier run of this tool.
-    let idle = IdleRate::measure(&meter).await?;
-    summary.server_cpu_settled_ms = Some(idle.beyond_idle_ms(&settled));
-    summary.server_idle_ms_per_s = Some(idle.ms_per_s());
+    summary.settle(&meter, &cpu_before).await?;
     Ok(summary)
 }
 

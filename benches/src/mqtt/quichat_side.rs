@@ -19,7 +19,7 @@ use tokio::process::Command;
 use tokio::task::JoinSet;
 
 use super::DRAIN_IDLE_TIMEOUT;
-use super::summary::{DrainSummary, DrainTally, IdleRate, Row, SETTLE};
+use super::summary::{DrainSummary, DrainTally, Row};
 use crate::load::cpu::CpuMeter;
 use crate::load::message::Header;
 use crate::load::run::RunOptions;
@@ -364,13 +364,7 @@ async fn drain_through(
     summary.client_cpu_ms = Some(cpu.load_generator.as_secs_f64() * 1e3);
     // Let the last acknowledgements go out (bounded); the drain's figures are taken.
     let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
-    tokio::time::sleep(SETTLE).await;
-    let settled = meter.sample()?.since(&cpu_before);
-    // The idle rate is read after the drain, not before: a pause before the reconnect
-    // would change how the drain starts from every earlier run of this tool.
-    let idle = IdleRate::measure(&meter).await?;
-    summary.server_cpu_settled_ms = Some(idle.beyond_idle_ms(&settled));
-    summary.server_idle_ms_per_s = Some(idle.ms_per_s());
+    summary.settle(&meter, &cpu_before).await?;
     Ok(summary)
 }
 

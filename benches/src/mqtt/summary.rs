@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::load::cpu::{CpuMeter, CpuUsage};
+use crate::load::cpu::{CpuMeter, CpuSample, CpuUsage};
 use crate::load::tally::SeqSet;
 
 /// Latency percentiles, µs.
@@ -220,6 +220,20 @@ impl IdleRate {
 }
 
 impl DrainSummary {
+    /// Call once the drain's client has left: waits [`SETTLE`], then fills
+    /// `server_cpu_settled_ms` (the server's CPU since `before`, less its idle rate) and
+    /// `server_idle_ms_per_s`, measured over [`IDLE_PROBE`] after that. The idle rate is
+    /// read after the drain, not before: a pause before the reconnect would change how
+    /// the drain starts from every earlier run of this tool.
+    pub(crate) async fn settle(&mut self, meter: &CpuMeter, before: &CpuSample) -> Result<()> {
+        tokio::time::sleep(SETTLE).await;
+        let settled = meter.sample()?.since(before);
+        let idle = IdleRate::measure(meter).await?;
+        self.server_cpu_settled_ms = Some(idle.beyond_idle_ms(&settled));
+        self.server_idle_ms_per_s = Some(idle.ms_per_s());
+        Ok(())
+    }
+
     /// True when all messages arrived once and in order.
     pub fn is_clean(&self) -> bool {
         self.received == self.messages && self.duplicates == 0 && self.out_of_order == 0
