@@ -36,6 +36,7 @@ pub mod endpoint;
 pub mod framed;
 pub mod group;
 pub mod lanes;
+mod lazy_keys;
 pub mod pki;
 pub mod profile;
 mod queue;

@@ -1,5 +1,6 @@
 //! rustls and quinn configurations: TLS 1.3 only, the `ring` provider for the whole
-//! workspace, server authentication for clients and mutual TLS between edges and cores.
+//! workspace (its keys expanded at first use, `lazy_keys`), server authentication for
+//! clients and mutual TLS between edges and cores.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,8 +47,11 @@ pub enum ClientAuth {
     Required(Vec<CertificateDer<'static>>),
 }
 
+/// `ring`, with TLS 1.3 keys that expand at their first use (`lazy_keys`: the record
+/// layer's keys and the next 1-RTT keys, which QUIC connections rarely or never use,
+/// cost an idle connection about 2 KiB otherwise).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    crate::lazy_keys::provider()
 }
 
 /// Reads every certificate from a PEM file.
