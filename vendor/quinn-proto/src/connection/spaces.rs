@@ -207,6 +207,12 @@ impl PacketSpace {
     /// Stop tracking sent packet `number`, and return what we knew about it
     pub(super) fn take(&mut self, number: u64) -> Option<SentPacket> {
         let packet = self.sent_packets.remove(&number)?;
+        if self.sent_packets.is_empty() {
+            // quichat patch: a `BTreeMap` keeps its root node (about 1 KB with eleven
+            // `SentPacket` slots) once emptied, so an idle connection held one for its
+            // whole life. A fresh map holds no allocation until the next packet is sent.
+            self.sent_packets = BTreeMap::new();
+        }
         if !packet.ack_eliciting && number > self.largest_ack_eliciting_sent {
             self.unacked_non_ack_eliciting_tail =
                 self.unacked_non_ack_eliciting_tail.checked_sub(1).unwrap();
@@ -265,16 +271,75 @@ impl PacketSpace {
     }
 }
 
-impl Index<SpaceId> for [PacketSpace; 3] {
-    type Output = PacketSpace;
-    fn index(&self, space: SpaceId) -> &PacketSpace {
-        &self.as_ref()[space as usize]
+/// The three packet number spaces of a connection.
+///
+/// quichat patch: upstream keeps `[PacketSpace; 3]` inline in the connection for its
+/// whole life, although the Initial and Handshake spaces are discarded once the handshake
+/// is confirmed (RFC 9001, section 4.9) and hold nothing after that: about 1.5 KB of every
+/// established connection. Here they live in one box that is freed when both are
+/// discarded ([`Spaces::discard_early`]). Reading a freed space sees an empty, keyless
+/// space, which is what a discarded one looks like; writing to one (nothing does once
+/// both are discarded) would bring back fresh ones rather than fail.
+pub(super) struct Spaces {
+    /// Initial and Handshake, until both are discarded.
+    early: Option<Box<[PacketSpace; 2]>>,
+    data: PacketSpace,
+}
+
+impl Spaces {
+    pub(super) fn new(initial: PacketSpace, now: Instant) -> Self {
+        Self {
+            early: Some(Box::new([initial, PacketSpace::new(now)])),
+            data: PacketSpace::new(now),
+        }
+    }
+
+    /// Whether the Initial and Handshake spaces were freed.
+    #[cfg(test)]
+    pub(super) fn early_freed(&self) -> bool {
+        self.early.is_none()
+    }
+
+    /// Frees the Initial and Handshake spaces, once both are discarded.
+    pub(super) fn discard_early(&mut self) {
+        if let Some(early) = &self.early {
+            if early.iter().all(|space| space.crypto.is_none()) {
+                self.early = None;
+            }
+        }
     }
 }
 
-impl IndexMut<SpaceId> for [PacketSpace; 3] {
+/// What a discarded space looks like: no keys, nothing pending, nothing in flight.
+fn discarded() -> &'static PacketSpace {
+    static DISCARDED: std::sync::OnceLock<PacketSpace> = std::sync::OnceLock::new();
+    DISCARDED.get_or_init(|| PacketSpace::new(Instant::now()))
+}
+
+impl Index<SpaceId> for Spaces {
+    type Output = PacketSpace;
+    fn index(&self, space: SpaceId) -> &PacketSpace {
+        match (space, &self.early) {
+            (SpaceId::Data, _) => &self.data,
+            (early_id, Some(early)) => &early[early_id as usize],
+            (_, None) => discarded(),
+        }
+    }
+}
+
+impl IndexMut<SpaceId> for Spaces {
     fn index_mut(&mut self, space: SpaceId) -> &mut PacketSpace {
-        &mut self.as_mut()[space as usize]
+        match space {
+            SpaceId::Data => &mut self.data,
+            early_id => {
+                let early = self.early.get_or_insert_with(|| {
+                    trace!("writing to a discarded {:?} space", early_id);
+                    let now = Instant::now();
+                    Box::new([PacketSpace::new(now), PacketSpace::new(now)])
+                });
+                &mut early[early_id as usize]
+            }
+        }
     }
 }
 

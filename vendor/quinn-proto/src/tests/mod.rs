@@ -4386,3 +4386,39 @@ fn preferred_address() {
     let mut pair = Pair::new(Arc::new(EndpointConfig::default()), server_config);
     pair.connect();
 }
+
+/// quichat patch (`PATCHES.md`): once the handshake is confirmed both sides free their
+/// Initial and Handshake spaces, also after a Retry (where the client sets its Initial
+/// space up again), and the connection goes on carrying data.
+#[test]
+fn early_spaces_are_freed_once_the_handshake_is_confirmed() {
+    for retry in [false, true] {
+        let _guard = subscribe();
+        let mut pair = Pair::default();
+        if retry {
+            pair.server.handle_incoming = Box::new(validate_incoming);
+        }
+        let client_ch = pair.begin_connect(client_config());
+        pair.drive();
+        let server_ch = pair.server.assert_accept();
+        pair.drive();
+        assert!(pair.client_conn_mut(client_ch).early_spaces_freed());
+        assert!(pair.server_conn_mut(server_ch).early_spaces_freed());
+
+        let s = pair.client_streams(client_ch).open(Dir::Uni).unwrap();
+        const MSG: &[u8] = b"after the handshake";
+        pair.client_send(client_ch, s).write(MSG).unwrap();
+        pair.client_send(client_ch, s).finish().unwrap();
+        pair.drive();
+        assert_matches!(pair.server_streams(server_ch).accept(Dir::Uni), Some(id) if id == s);
+        let mut recv = pair.server_recv(server_ch, s);
+        let mut chunks = recv.read(false).unwrap();
+        assert_matches!(
+            chunks.next(usize::MAX),
+            Ok(Some(chunk)) if chunk.offset == 0 && chunk.bytes == MSG
+        );
+        let _ = chunks.finalize();
+        assert!(pair.client_conn_mut(client_ch).early_spaces_freed());
+        assert!(pair.server_conn_mut(server_ch).early_spaces_freed());
+    }
+}
