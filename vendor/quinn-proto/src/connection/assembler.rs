@@ -59,7 +59,16 @@ impl Assembler {
     /// Get the the next chunk
     pub(super) fn read(&mut self, max_length: usize, ordered: bool) -> Option<Chunk> {
         loop {
-            let mut chunk = self.data.peek_mut()?;
+            let Some(mut chunk) = self.data.peek_mut() else {
+                // quichat patch: everything buffered was read. Give the heap's storage
+                // back (it keeps the capacity of its busiest moment otherwise): an idle
+                // stream then holds none, at the cost of one small allocation when data
+                // next arrives.
+                if self.data.capacity() != 0 {
+                    self.data = BinaryHeap::new();
+                }
+                return None;
+            };
 
             if ordered {
                 if chunk.offset > self.bytes_read {
