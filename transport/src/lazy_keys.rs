@@ -162,16 +162,16 @@ struct LazyAead(&'static dyn Tls13AeadAlgorithm);
 impl Tls13AeadAlgorithm for LazyAead {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
         let alg = self.0;
-        Box::new(LazyEncrypter(LazyRecordKey::new(Box::new(move || {
+        Box::new(LazyEncrypter(LazyRecordKey::new(move || {
             alg.encrypter(key, iv)
-        }))))
+        })))
     }
 
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
         let alg = self.0;
-        Box::new(LazyDecrypter(LazyRecordKey::new(Box::new(move || {
+        Box::new(LazyDecrypter(LazyRecordKey::new(move || {
             alg.decrypter(key, iv)
-        }))))
+        })))
     }
 
     fn key_len(&self) -> usize {
@@ -192,14 +192,15 @@ impl Tls13AeadAlgorithm for LazyAead {
 }
 
 /// A record-layer key: its raw material until the first record, then the expanded key.
-/// (Record keys are used through `&mut self`, so no lock is needed.)
-struct LazyRecordKey<T: ?Sized> {
-    make: Option<Box<dyn FnOnce() -> Box<T> + Send + Sync>>,
+/// (Record keys are used through `&mut self`, so no lock is needed.) `F` makes the key; it
+/// is a closure type, so the raw material lives inline.
+struct LazyRecordKey<T: ?Sized, F> {
+    make: Option<F>,
     key: Option<Box<T>>,
 }
 
-impl<T: ?Sized> LazyRecordKey<T> {
-    fn new(make: Box<dyn FnOnce() -> Box<T> + Send + Sync>) -> Self {
+impl<T: ?Sized, F: FnOnce() -> Box<T>> LazyRecordKey<T, F> {
+    fn new(make: F) -> Self {
         Self {
             make: Some(make),
             key: None,
@@ -216,9 +217,9 @@ impl<T: ?Sized> LazyRecordKey<T> {
 }
 
 /// A record encrypter, expanded at its first record.
-struct LazyEncrypter(LazyRecordKey<dyn MessageEncrypter>);
+struct LazyEncrypter<F>(LazyRecordKey<dyn MessageEncrypter, F>);
 
-impl MessageEncrypter for LazyEncrypter {
+impl<F: FnOnce() -> Box<dyn MessageEncrypter> + Send + Sync> MessageEncrypter for LazyEncrypter<F> {
     fn encrypt(
         &mut self,
         msg: OutboundPlainMessage<'_>,
@@ -241,9 +242,9 @@ impl MessageEncrypter for LazyEncrypter {
 }
 
 /// A record decrypter, expanded at its first record.
-struct LazyDecrypter(LazyRecordKey<dyn MessageDecrypter>);
+struct LazyDecrypter<F>(LazyRecordKey<dyn MessageDecrypter, F>);
 
-impl MessageDecrypter for LazyDecrypter {
+impl<F: FnOnce() -> Box<dyn MessageDecrypter> + Send + Sync> MessageDecrypter for LazyDecrypter<F> {
     fn decrypt<'a>(
         &mut self,
         msg: InboundOpaqueMessage<'a>,
@@ -297,6 +298,53 @@ mod tests {
                 sealer.confidentiality_limit(),
                 opener.confidentiality_limit()
             );
+            checked += 1;
+        }
+        assert!(checked >= 2, "only {checked} suites with 32-byte keys");
+    }
+
+    /// A wrapped record encrypter seals a TLS record that `ring`'s own decrypter opens,
+    /// and says the sealed length before and after its key is expanded.
+    #[test]
+    fn lazy_record_keys_interoperate_with_ring_keys() {
+        use rustls::crypto::cipher::OutboundChunks;
+        use rustls::{ContentType, ProtocolVersion};
+
+        let mut checked = 0;
+        for suite in suites() {
+            let Some(lazy) = suite.tls13() else { continue };
+            let plain = rustls::crypto::ring::default_provider()
+                .cipher_suites
+                .iter()
+                .find(|s| s.suite() == suite.suite())
+                .and_then(|s| s.tls13())
+                .expect("ring's own suite");
+            if plain.aead_alg.key_len() != 32 {
+                continue;
+            }
+            let key = || AeadKey::from([7u8; 32]);
+            let iv = || Iv::new([9u8; 12]);
+            let mut sealer = lazy.aead_alg.encrypter(key(), iv());
+            let mut opener = plain.aead_alg.decrypter(key(), iv());
+            let before = sealer.encrypted_payload_len(14);
+            let record = OutboundPlainMessage {
+                typ: ContentType::ApplicationData,
+                version: ProtocolVersion::TLSv1_2,
+                payload: OutboundChunks::Single(b"a chat message"),
+            };
+            let sealed = sealer.encrypt(record, 3).unwrap();
+            assert_eq!(sealer.encrypted_payload_len(14), before);
+            let mut bytes = sealed.encode();
+            let body = bytes.split_off(5);
+            assert_eq!(body.len(), before);
+            let mut body = body;
+            let inbound = InboundOpaqueMessage::new(
+                ContentType::ApplicationData,
+                ProtocolVersion::TLSv1_2,
+                &mut body,
+            );
+            let opened = opener.decrypt(inbound, 3).unwrap();
+            assert_eq!(opened.payload, b"a chat message");
             checked += 1;
         }
         assert!(checked >= 2, "only {checked} suites with 32-byte keys");
