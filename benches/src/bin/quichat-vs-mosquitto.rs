@@ -176,6 +176,11 @@ struct Args {
     /// `--quichat-load-arg=--server-log --quichat-load-arg=info`.
     #[arg(long = "quichat-load-arg", allow_hyphen_values = true)]
     quichat_load_args: Vec<String>,
+    /// The `quichat` binary to run as the server (default: the one next to this
+    /// executable), for the drain and, through `quichat-load`, the online runs: how two
+    /// builds are compared against the same tools.
+    #[arg(long, value_name = "PATH")]
+    quichat: Option<PathBuf>,
 }
 
 impl Args {
@@ -383,8 +388,15 @@ async fn main_async(mut args: Args) -> Result<ExitCode> {
             return rerun_in_namespace(&args).await;
         }
     }
+    if let Some(quichat) = &args.quichat {
+        // The online runs start the server through `quichat-load`.
+        args.quichat_load_args
+            .extend(["--quichat".to_owned(), quichat.display().to_string()]);
+    }
     let binaries = if args.systems.contains(&System::Quichat) {
-        Some(QuichatBinaries::next_to_current_exe()?)
+        Some(QuichatBinaries::next_to_current_exe(
+            args.quichat.as_deref(),
+        )?)
     } else {
         None
     };

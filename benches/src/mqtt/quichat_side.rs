@@ -47,10 +47,10 @@ pub struct QuichatBinaries {
 }
 
 impl QuichatBinaries {
-    /// `quichat` and `quichat-load` next to the running executable (cargo builds them
-    /// into the same `target/<profile>/`).
-    pub fn next_to_current_exe() -> Result<Self> {
-        let quichat = DevProcess::find_binary(None)?;
+    /// `quichat-load` next to the running executable (cargo builds them into the same
+    /// `target/<profile>/`), and `quichat` there too unless `quichat` names one.
+    pub fn next_to_current_exe(quichat: Option<&Path>) -> Result<Self> {
+        let quichat = DevProcess::find_binary(quichat)?;
         let exe = std::env::current_exe().context("finding this executable")?;
         let name = format!("quichat-load{}", std::env::consts::EXE_SUFFIX);
         // Test executables live one level down, in `target/<profile>/deps/`.
