@@ -16,7 +16,9 @@
 //! as before; keys never used are never expanded. The next packet keys are still derived
 //! in advance, as RFC 9001 (section 6.3) recommends: what waits is only the expansion of
 //! secret bytes already computed, on the receiving side at the first packet whose key
-//! phase differs.
+//! phase differs. That expansion comes before the packet is opened, whether it then
+//! opens or not, so its timing tells an observer nothing about the packet's validity,
+//! which is the side channel section 6.3 guards against.
 
 use std::sync::{Arc, LazyLock, OnceLock};
 
